@@ -84,6 +84,9 @@ class DispatchObserver(Protocol):
     def adaptive_limit_changed(self, limit: int, reason: str) -> None:
         """The learned concurrency limit moved."""
 
+    def tool_called(self, tool: str, duration_s: float, error_type: str | None) -> None:
+        """A tool call finished (`error_type` is the exception class name on failure)."""
+
 
 class NullObserver:
     """Observes nothing: the default when telemetry is off."""
@@ -105,4 +108,7 @@ class NullObserver:
         return None
 
     def adaptive_limit_changed(self, limit: int, reason: str) -> None:
+        return None
+
+    def tool_called(self, tool: str, duration_s: float, error_type: str | None) -> None:
         return None
