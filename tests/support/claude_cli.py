@@ -1,10 +1,9 @@
 """The real Claude Code CLI for tests: a pinned install, an isolated environment, bounded runs.
 
-`install_claude_cli` installs ``@anthropic-ai/claude-code`` at `CLAUDE_CODE_VERSION` from npm
-once per machine into a cache directory (a file lock keeps parallel test processes from racing)
-and returns the ``claude`` executable. It raises `ClaudeCliUnavailable` only when npm itself or
-the npm registry cannot be reached; callers turn that into a visible ``pytest.skip``. Any other
-failure (the package is broken, the binary does not run) is an error, so it fails the test.
+`claude_executable_or_skip` installs ``@anthropic-ai/claude-code`` at `CLAUDE_CODE_VERSION`
+from npm once per machine (through `tests.support.npm_tools`) and returns the ``claude``
+executable; the calling test is skipped, visibly, only when npm itself or the npm registry
+cannot be reached. Any other failure (a broken package, a binary that does not run) fails it.
 
 `isolated_env` builds an environment whose HOME, config, temp and XDG directories all live
 under one temp directory, with non-essential traffic and the auto-updater off, and
@@ -14,152 +13,58 @@ afterwards, so no MCP server it started outlives the test.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import re
-import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.npm_tools import npm_bin
+
 CLAUDE_CODE_VERSION = "2.1.332"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 
-_INSTALL_TIMEOUT_S = 240.0
-_LOCK_TIMEOUT_S = 300.0
-# npm's words for "the registry could not be reached", as opposed to a package that is broken.
-_UNREACHABLE = re.compile(
-    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH|"
-    r"network request .* failed|request to .* failed|socket hang up|getaddrinfo",
-    re.IGNORECASE,
-)
+
+def claude_executable_or_skip() -> Path:
+    """The pinned CLI, installed once per machine; a visible skip only without npm/registry.
+
+    The install is `npm_tools.npm_bin`'s (one cached prefix per pinned package, a file lock
+    against racing test processes). The binary inside the package must really run and report
+    the pinned version, or the calling test fails.
+    """
+    executable = npm_bin(CLAUDE_CODE_PACKAGE, CLAUDE_CODE_VERSION, "claude")
+    with tempfile.TemporaryDirectory(prefix="claude-version-") as scratch_dir:
+        done = _version_of(executable, Path(scratch_dir))
+    if done.returncode != 0 or not done.stdout.startswith(CLAUDE_CODE_VERSION):
+        pytest.fail(
+            f"{executable} --version exited {done.returncode}: {done.stdout!r} {done.stderr!r}"
+        )
+    return executable
 
 
-class ClaudeCliUnavailable(RuntimeError):
-    """npm or its registry cannot be reached, so the pinned CLI cannot be installed here."""
-
-
-def cache_root() -> Path:
-    """Where test-only downloads live, shared by every checkout on the machine."""
-    configured = os.environ.get("PARALLEL_DISPATCH_TEST_CACHE")
-    if configured:
-        return Path(configured)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "parallel-dispatch-tests"
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path, timeout_s: float) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout_s:.0f}s") from None
-                time.sleep(0.2)  # polling an flock: there is no waitable handle
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _reported_version(executable: Path) -> str | None:
-    if not executable.exists():
-        return None
+def _version_of(executable: Path, scratch: Path) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             [str(executable), "--version"],
             capture_output=True,
             text=True,
             timeout=60,
-            env=isolated_env_for_version_check(executable.parent),
             check=False,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(scratch),
+                "CLAUDE_CONFIG_DIR": str(scratch / ".claude"),
+                "DISABLE_AUTOUPDATER": "1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            },
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def isolated_env_for_version_check(scratch: Path) -> dict[str, str]:
-    """A minimal environment for ``claude --version`` that touches no real config."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(scratch),
-        "CLAUDE_CONFIG_DIR": str(scratch / ".claude-version-check"),
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    }
-
-
-def install_claude_cli(version: str = CLAUDE_CODE_VERSION) -> Path:
-    """Install the pinned Claude Code CLI once per machine and return its executable.
-
-    Raises:
-        ClaudeCliUnavailable: npm is missing or the registry cannot be reached.
-        RuntimeError: npm reached the registry but the install or the binary is broken.
-    """
-    target = cache_root() / "npm" / f"claude-code-{version}"
-    executable = target / "node_modules" / ".bin" / "claude"
-    with _exclusive_lock(target.with_name(target.name + ".lock"), _LOCK_TIMEOUT_S):
-        reported = _reported_version(executable)
-        if reported and reported.startswith(version):
-            return executable
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ClaudeCliUnavailable("npm is not installed, so Claude Code cannot be installed")
-        staging = target.with_name(f"{target.name}.staging-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        command = [
-            npm,
-            "install",
-            "--prefix",
-            str(staging),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            f"{CLAUDE_CODE_PACKAGE}@{version}",
-        ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise ClaudeCliUnavailable(
-                f"npm install of {CLAUDE_CODE_PACKAGE}@{version} timed out "
-                f"after {_INSTALL_TIMEOUT_S:.0f}s (registry unreachable?)"
-            ) from exc
-        if done.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            output = (done.stdout + done.stderr).strip()
-            if _UNREACHABLE.search(output):
-                raise ClaudeCliUnavailable(f"the npm registry cannot be reached: {output[-500:]}")
-            raise RuntimeError(f"npm install failed ({done.returncode}): {output[-2000:]}")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        reported = _reported_version(executable)
-        if not reported or not reported.startswith(version):
-            raise RuntimeError(f"{executable} --version said {reported!r}, expected {version}")
-        return executable
-
-
-def claude_executable_or_skip() -> Path:
-    """The pinned CLI, or a visible skip when npm or its registry cannot be reached."""
-    try:
-        return install_claude_cli()
-    except ClaudeCliUnavailable as exc:
-        pytest.skip(f"Claude Code {CLAUDE_CODE_VERSION} unavailable: {exc}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"{executable} --version did not run: {exc!r}")
 
 
 def isolated_env(

@@ -163,31 +163,40 @@ class ModelRequest:
         return "\n".join(_text_of(message.get("content")) for message in self.messages)
 
     def tool_results(self) -> list[ToolResult]:
-        """The ``tool_result`` blocks of the last user message, each joined with its call."""
-        if not self.messages or self.messages[-1].get("role") != "user":
-            return []
+        """The ``tool_result`` blocks sent since the last assistant message, joined with calls.
+
+        Claude Code may split them over several user messages (one per finished sub-agent)
+        and may put a ``system`` message after them, so everything after the last assistant
+        message counts.
+        """
         calls: dict[str, dict[str, Any]] = {}
-        for message in self.messages:
+        last_assistant = -1
+        for index, message in enumerate(self.messages):
             content = message.get("content")
-            if message.get("role") == "assistant" and isinstance(content, list):
-                for block in content:
-                    if isinstance(block, dict) and block.get("type") == "tool_use":
-                        calls[block["id"]] = block
-        content = self.messages[-1].get("content")
-        results: list[ToolResult] = []
-        for block in content if isinstance(content, list) else []:
-            if not isinstance(block, dict) or block.get("type") != "tool_result":
+            if message.get("role") != "assistant":
                 continue
-            call = calls.get(block.get("tool_use_id", ""), {})
-            results.append(
-                ToolResult(
-                    tool_use_id=block.get("tool_use_id", ""),
-                    name=call.get("name"),
-                    input=call.get("input", {}),
-                    text=_text_of(block.get("content")),
-                    is_error=bool(block.get("is_error")),
+            last_assistant = index
+            for block in content if isinstance(content, list) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    calls[block["id"]] = block
+        results: list[ToolResult] = []
+        for message in self.messages[last_assistant + 1 :]:
+            content = message.get("content")
+            if message.get("role") != "user" or not isinstance(content, list):
+                continue
+            for block in content:
+                if not isinstance(block, dict) or block.get("type") != "tool_result":
+                    continue
+                call = calls.get(block.get("tool_use_id", ""), {})
+                results.append(
+                    ToolResult(
+                        tool_use_id=block.get("tool_use_id", ""),
+                        name=call.get("name"),
+                        input=call.get("input", {}),
+                        text=_text_of(block.get("content")),
+                        is_error=bool(block.get("is_error")),
+                    )
                 )
-            )
         return results
 
 
@@ -248,7 +257,8 @@ def stream_events(answer: Reply, *, model: str, input_tokens: int) -> Iterator[b
         )
         for delta in deltas:
             yield _sse(
-                "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
             )
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
     yield _sse(
@@ -298,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep the test output quiet; requests are recorded instead."""
 
     def do_GET(self) -> None:

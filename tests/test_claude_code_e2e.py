@@ -1,0 +1,379 @@
+"""End to end with the real Claude Code CLI: a fan-out really runs through parallel-dispatch.
+
+A scripted model (tests/support/fake_anthropic.py) plays the orchestrator and every sub-agent.
+The orchestrator registers N tasks, launches each ``launch`` list as Agent calls in one
+message (``run_in_background: false``: waves), asks ``get_coordination`` after every wave, and
+ends with the results. Each sub-agent calls ``record_result`` and ends its turn. Everything in
+between — spawning sub-agents, giving them the MCP tools, calling the server over stdio — is
+the real Claude Code and the real server.
+
+What is asserted comes from outside the script: the server's own record (read back with a
+fresh MCP client after Claude Code exited), Claude Code's stream-json output, and the
+timestamps of the requests Claude Code made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.support.claude_cli import claude_executable_or_skip, isolated_env, run_claude
+from tests.support.fake_anthropic import (
+    FakeAnthropic,
+    ModelRequest,
+    Reply,
+    Text,
+    ToolResult,
+    ToolUse,
+    reply,
+)
+
+pytestmark = pytest.mark.slow
+
+SERVER = "parallel-dispatch"
+REGISTER = f"mcp__{SERVER}__register_coordination"
+RECORD = f"mcp__{SERVER}__record_result"
+GET = f"mcp__{SERVER}__get_coordination"
+CLI_TIMEOUT_S = 180.0
+# How long a sub-agent's last reply waits for its siblings to start. Only a Claude Code that
+# did not run the batch concurrently ever waits this long, and then the overlap check fails.
+SIBLING_WAIT_S = 20.0
+TASK_MARKER = re.compile(
+    r"coordination_id=(?P<cid>[A-Za-z0-9._:-]+) task_id=(?P<tid>[A-Za-z0-9._:-]+)"
+)
+
+
+def server_command() -> list[str]:
+    import os  # DEV-ONLY override, remove
+
+    if os.environ.get("PD_E2E_SERVER_ARGS"):
+        return [sys.executable, *json.loads(os.environ["PD_E2E_SERVER_ARGS"])]
+    return [sys.executable, "-m", "parallel_dispatch", "serve"]
+
+
+def server_env(database: Path) -> dict[str, str]:
+    return {
+        "PARALLEL_DISPATCH_DATABASE_URL": f"sqlite:///{database}",
+        # Host load on a busy CI machine must not change the batch shape under test.
+        "PARALLEL_DISPATCH_HOST_PRESSURE": "off",
+    }
+
+
+def expected_batches(task_ids: list[str], cap: int = 10) -> list[list[str]]:
+    """What a balanced waves plan under the default cap looks like (12 tasks: 6 + 6)."""
+    count = -(-len(task_ids) // cap)
+    width = -(-len(task_ids) // count)
+    return [task_ids[i : i + width] for i in range(0, len(task_ids), width)]
+
+
+@dataclass
+class Wave:
+    """One batch the orchestrator launched: which tasks, from which tool result."""
+
+    task_ids: list[str]
+    launched_mono: float
+
+
+@dataclass
+class FanOutScript:
+    """The scripted model: orchestrator and sub-agents, decided from each request."""
+
+    task_count: int
+    coordination_id: str | None = None
+    waves: list[Wave] = field(default_factory=list)
+    final_coordination: dict[str, Any] | None = None
+    register_answer: dict[str, Any] | None = None
+    record_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    record_calls: Counter[str] = field(default_factory=Counter)
+    agent_tasks: dict[str, str] = field(default_factory=dict)
+    agent_results_per_turn: list[int] = field(default_factory=list)
+    side_requests: list[int] = field(default_factory=list)
+    _started: dict[str, float] = field(default_factory=dict)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _broken_waves: set[int] = field(default_factory=set)
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [f"task-{i:02d}" for i in range(1, self.task_count + 1)]
+
+    def __call__(self, request: ModelRequest) -> Reply:
+        if request.agent_id is not None and RECORD in request.tool_names:
+            return self._sub_agent(request)
+        if request.agent_id is None and "Agent" in request.tool_names:
+            return self._orchestrator(request)
+        # Anything else Claude Code asks on the side (titles, summaries) gets a plain answer.
+        self.side_requests.append(request.seq)
+        return reply(Text("ok"))
+
+    # -- orchestrator -------------------------------------------------------------------
+
+    def _orchestrator(self, request: ModelRequest) -> Reply:
+        results = request.tool_results()
+        if not results:
+            if not self._is_first_turn(request):
+                raise AssertionError("orchestrator turn without tool results after the first")
+            tasks = [
+                {"id": tid, "agent": "general-purpose", "prompt": f"Work on {tid}."}
+                for tid in self.task_ids
+            ]
+            return reply(
+                Text("Registering the fan-out."),
+                ToolUse(REGISTER, {"tasks": tasks, "label": f"e2e fan-out of {self.task_count}"}),
+            )
+        for result in results:
+            if result.is_error:
+                raise AssertionError(f"{result.name} failed: {result.text}")
+        names = {result.name for result in results}
+        if names == {REGISTER}:
+            answer = _json_of(results[0])
+            self.register_answer = answer
+            self.coordination_id = answer["coordination_id"]
+            return self._launch(answer["launch"])
+        if names == {"Agent"}:
+            self.agent_results_per_turn.append(len(results))
+            return reply(ToolUse(GET, {"coordination_id": self.coordination_id}))
+        if names == {GET}:
+            answer = _json_of(results[0])
+            if answer.get("launch"):
+                return self._launch(answer["launch"])
+            self.final_coordination = answer
+            lines = [f"- {item['task_id']}: {item['status']}" for item in answer["results"]]
+            return reply(Text("All tasks finished:\n" + "\n".join(lines)))
+        raise AssertionError(f"unexpected tool results in orchestrator turn: {sorted(names)}")
+
+    def _is_first_turn(self, request: ModelRequest) -> bool:
+        return not any(message.get("role") == "assistant" for message in request.messages)
+
+    def _launch(self, launch: list[dict[str, Any]]) -> Reply:
+        if not launch:
+            raise AssertionError("the server gave nothing to launch")
+        wave = Wave([item["task_id"] for item in launch], time.monotonic())
+        with self._changed:
+            self.waves.append(wave)
+        calls = [
+            ToolUse(
+                "Agent",
+                {
+                    "description": f"Run {item['task_id']}",
+                    "subagent_type": item.get("agent") or "general-purpose",
+                    "run_in_background": False,
+                    "prompt": (
+                        f"coordination_id={self.coordination_id} task_id={item['task_id']}\n"
+                        f"{item.get('prompt') or ''}\n"
+                        f"When done, call {RECORD} with this coordination_id and task_id."
+                    ),
+                },
+            )
+            for item in launch
+        ]
+        return reply(Text(f"Launching {len(calls)} sub-agents at once."), *calls)
+
+    # -- sub-agents ---------------------------------------------------------------------
+
+    def _sub_agent(self, request: ModelRequest) -> Reply:
+        marker = TASK_MARKER.search(request.first_user_text())
+        if marker is None:
+            raise AssertionError("sub-agent prompt without coordination_id/task_id")
+        cid, tid = marker["cid"], marker["tid"]
+        agent_id = request.agent_id or ""
+        with self._changed:
+            self.agent_tasks.setdefault(agent_id, tid)
+            self._started.setdefault(tid, request.started_mono)
+            self._changed.notify_all()
+        results = request.tool_results()
+        if not results:
+            with self._changed:
+                self.record_calls[tid] += 1
+            return reply(
+                ToolUse(
+                    RECORD,
+                    {
+                        "coordination_id": cid,
+                        "task_id": tid,
+                        "status": "succeeded",
+                        "summary": f"summary of {tid}",
+                    },
+                )
+            )
+        (result,) = results
+        if result.name != RECORD or result.is_error:
+            raise AssertionError(f"{tid}: record_result failed: {result.text}")
+        self.record_answers[tid] = _json_of(result)
+        self._wait_for_siblings(tid)
+        return reply(Text(f"{tid} done"))
+
+    def _wait_for_siblings(self, tid: str) -> None:
+        """Hold a sub-agent's last reply until every task of its wave has started.
+
+        Real sub-agents take a while; an instant fake would let an early one finish before a
+        sibling was even spawned, which says nothing about Claude Code. Bounded: a wave whose
+        siblings never start in time is marked broken and nobody waits for it again.
+        """
+        with self._changed:
+            index, wave = next((i, w) for i, w in enumerate(self.waves) if tid in w.task_ids)
+            deadline = time.monotonic() + SIBLING_WAIT_S
+            while index not in self._broken_waves and not all(
+                sibling in self._started for sibling in wave.task_ids
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._broken_waves.add(index)
+                    break
+                self._changed.wait(remaining)
+
+
+def _json_of(result: ToolResult) -> dict[str, Any]:
+    try:
+        answer = result.json()
+    except ValueError as exc:
+        raise AssertionError(f"{result.name} answered non-JSON text: {result.text[:500]}") from exc
+    assert isinstance(answer, dict), answer
+    return answer
+
+
+def _stream_events(stdout: str) -> Iterator[dict[str, Any]]:
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                yield event
+
+
+async def _read_back(database: Path, coordination_id: str) -> dict[str, Any]:
+    """The coordination as a fresh server process reports it from the same database."""
+    params = StdioServerParameters(
+        command=server_command()[0], args=server_command()[1:], env=server_env(database)
+    )
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            result = await client.call_tool(
+                GET.rsplit("__", 1)[1], {"coordination_id": coordination_id}
+            )
+    assert not result.is_error, result.content
+    answer = result.structured_content
+    assert isinstance(answer, dict), result
+    return answer
+
+
+@pytest.mark.parametrize("task_count", [2, 4, 6, 8, 10, 12])
+def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
+    tmp_path: Path, task_count: int
+) -> None:
+    claude = claude_executable_or_skip()
+    database = tmp_path / "dispatch.sqlite"
+    work = tmp_path / "project"
+    work.mkdir()
+    mcp_config = {
+        "mcpServers": {
+            SERVER: {
+                "command": server_command()[0],
+                "args": server_command()[1:],
+                "env": server_env(database),
+            }
+        }
+    }
+    script = FanOutScript(task_count)
+    with FakeAnthropic(script) as fake:
+        run = run_claude(
+            claude,
+            [
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--mcp-config",
+                json.dumps(mcp_config),
+                "--strict-mcp-config",
+                "--allowedTools",
+                f"mcp__{SERVER}",
+                "--",
+                f"Fan out {task_count} tasks with parallel-dispatch and report the results.",
+            ],
+            env=isolated_env(tmp_path / "sandbox", base_url=fake.base_url),
+            cwd=work,
+            timeout_s=CLI_TIMEOUT_S,
+            log_dir=tmp_path / "logs",
+        )
+    context = f"{run.describe()}\n--- model requests ---\n{fake.describe()}"
+    assert not fake.policy_errors, f"{fake.policy_errors[0][1]}\n{context}"
+    assert not run.timed_out, context
+    assert run.returncode == 0, context
+
+    events = list(_stream_events(run.stdout))
+    final = [event for event in events if event.get("type") == "result"][-1]
+    assert final["subtype"] == "success" and not final["is_error"], context
+    assert "All tasks finished" in final["result"], context
+
+    # The server, not the script, says every task succeeded with what its sub-agent reported.
+    assert script.coordination_id is not None, context
+    stored = anyio.run(_read_back, database, script.coordination_id)
+    assert stored["state"] == "completed", stored
+    by_task = {item["task_id"]: item for item in stored["results"]}
+    assert sorted(by_task) == script.task_ids, stored
+    for tid, item in by_task.items():
+        assert item["status"] == "succeeded", item
+        assert item["summary"] == f"summary of {tid}", item
+    seen_by_orchestrator = script.final_coordination
+    assert seen_by_orchestrator is not None, context
+    assert {
+        item["task_id"]: item["status"] for item in seen_by_orchestrator["results"]
+    } == dict.fromkeys(script.task_ids, "succeeded")
+
+    # Batches: one wave up to the cap, two balanced waves of 6 for 12, in order, none lost.
+    launched = [wave.task_ids for wave in script.waves]
+    assert launched == expected_batches(script.task_ids), launched
+    assert sorted(tid for wave in launched for tid in wave) == script.task_ids
+
+    # Every launched task got exactly one sub-agent of its own, and its record_result landed.
+    assert sorted(script.agent_tasks.values()) == script.task_ids, script.agent_tasks
+    assert sorted(script.record_answers) == script.task_ids
+    assert set(script.record_calls.values()) == {1}, script.record_calls
+    # record_result: a first report is recorded; the one that completes the fan-out carries
+    # every result, so a sub-agent-driven orchestrator could synthesise from it.
+    assert all(answer["recorded"] is True for answer in script.record_answers.values())
+    completing = [answer for answer in script.record_answers.values() if answer.get("results")]
+    assert len(completing) == 1, script.record_answers
+    assert completing[0]["state"] == "completed"
+    assert sorted(item["task_id"] for item in completing[0]["results"]) == script.task_ids
+    # Claude Code returned each wave's Agent results together, in one orchestrator turn.
+    assert script.agent_results_per_turn == [len(wave) for wave in launched], context
+
+    # Concurrency, from the request timestamps Claude Code produced: within a wave every
+    # sub-agent started before any sibling finished; a wave starts after the previous ended.
+    lifetimes = _agent_lifetimes(fake, script)
+    previous_end = 0.0
+    for index, wave in enumerate(launched):
+        starts = [lifetimes[tid][0] for tid in wave]
+        ends = [lifetimes[tid][1] for tid in wave]
+        assert max(starts) < min(ends), (
+            f"wave {index}: a sub-agent finished before a sibling started\n{context}"
+        )
+        assert min(starts) > previous_end, f"wave {index} overlapped the previous wave\n{context}"
+        previous_end = max(ends)
+
+
+def _agent_lifetimes(fake: FakeAnthropic, script: FanOutScript) -> dict[str, tuple[float, float]]:
+    """Per task: when its sub-agent's first request arrived and its last answer was sent."""
+    lifetimes: dict[str, tuple[float, float]] = {}
+    for agent_id, requests in fake.by_agent().items():
+        if agent_id is None or agent_id not in script.agent_tasks:
+            continue
+        finished = [request.finished_mono for request in requests]
+        assert all(end is not None for end in finished), fake.describe(requests)
+        lifetimes[script.agent_tasks[agent_id]] = (
+            min(request.started_mono for request in requests),
+            max(end for end in finished if end is not None),
+        )
+    return lifetimes
