@@ -1,0 +1,3 @@
+from parallel_dispatch.cli import main
+
+main()

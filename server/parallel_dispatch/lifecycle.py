@@ -1,0 +1,244 @@
+"""The coordination state machine, pure: timeouts, results, skips and what to launch next.
+
+Task states: pending -> running -> succeeded | failed | cancelled | timed_out | skipped.
+Waves mode launches batch i+1 only once every task of batch i is terminal; stream mode
+launches any task whose dependencies succeeded as soon as fewer than `width` are running.
+The clock is passed in; the store loads and saves these objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from parallel_dispatch.errors import ConflictingResultError, TaskNotReportableError
+from parallel_dispatch.models import FAILED_STATUSES, TERMINAL_STATUSES, ResultIn
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    agent: str
+    depends_on: list[str]
+    batch_index: int
+    dispatch_rank: int
+    span_id: str
+    prompt: str | None = None
+    estimate_s: float | None = None
+    status: str = "pending"
+    launched_at: datetime | None = None
+    deadline_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    tokens: int | None = None
+    summary: str | None = None
+    output_json: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    changed: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass
+class CoordinationState:
+    coordination_id: str
+    mode: str
+    width: int
+    task_timeout_s: float
+    created_at: datetime
+    trace_id: str
+    span_id: str
+    plan_json: str
+    label: str | None = None
+    parent_coordination_id: str | None = None
+    parent_task_id: str | None = None
+    parent_span_id: str | None = None
+    link_traceparent: str | None = None
+    state: str = "running"
+    finished_at: datetime | None = None
+    tasks: dict[str, TaskState] = field(default_factory=dict)
+    changed: bool = False
+
+    @property
+    def done(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.terminal)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.status in FAILED_STATUSES)
+
+    def ordered(self) -> list[TaskState]:
+        return sorted(self.tasks.values(), key=lambda t: (t.batch_index, t.dispatch_rank))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one touch changed: tasks launched, tasks that became terminal, batches finished."""
+
+    launched: list[TaskState]
+    finished: list[TaskState]
+    batches_finished: list[int]
+    coordination_finished: bool
+
+
+def output_to_json(output: Any) -> str | None:
+    return None if output is None else json.dumps(output, sort_keys=True, separators=(",", ":"))
+
+
+def expire_timeouts(coord: CoordinationState, now: datetime) -> list[TaskState]:
+    """Turn running tasks past their deadline into `timed_out`."""
+    expired = []
+    for task in coord.ordered():
+        if task.status == "running" and task.deadline_at is not None and task.deadline_at <= now:
+            task.status = "timed_out"
+            task.finished_at = task.deadline_at
+            task.reason = (
+                f"no result within {coord.task_timeout_s:g} s of launch; counted as lost"
+            )
+            task.changed = True
+            expired.append(task)
+    return expired
+
+
+def apply_result(
+    coord: CoordinationState, result: ResultIn, now: datetime
+) -> tuple[bool, TaskState]:
+    """Record a reported result. Returns (recorded, task); False when it was already recorded.
+
+    Raises:
+        ConflictingResultError: a different final result is already recorded.
+        TaskNotReportableError: the task was skipped, so it never ran.
+    """
+    task = coord.tasks[result.task_id]
+    output_json = output_to_json(result.output)
+    if task.status in ("succeeded", "failed", "cancelled"):
+        differences = [
+            name
+            for name, old, new in (
+                ("status", task.status, result.status),
+                ("summary", task.summary, result.summary),
+                ("output", task.output_json, output_json),
+                ("error", task.error, result.error),
+                ("tokens", task.tokens, result.tokens),
+            )
+            if new is not None and old != new
+        ]
+        if result.duration_s is not None and task.duration_s != result.duration_s:
+            differences.append("duration_s")
+        if differences:
+            raise ConflictingResultError(task.task_id, task.status, differences)
+        return False, task
+    if task.status == "skipped":
+        raise TaskNotReportableError(
+            f"task {task.task_id!r} was skipped ({task.reason}); it has no result to record. "
+            "Do not launch it; call get_coordination for what remains."
+        )
+    late = task.status == "timed_out"
+    task.status = result.status
+    task.summary = result.summary
+    task.output_json = output_json
+    task.error = result.error
+    task.tokens = result.tokens
+    task.finished_at = now
+    if result.duration_s is not None:
+        task.duration_s = result.duration_s
+    elif task.launched_at is not None:
+        task.duration_s = max(0.0, (now - task.launched_at).total_seconds())
+    if late:
+        task.reason = "result arrived after the task had timed out; dependents stay skipped"
+    task.changed = True
+    return True, task
+
+
+def skip_dependents(coord: CoordinationState, now: datetime) -> list[TaskState]:
+    """Mark pending tasks whose dependency did not succeed as `skipped`, transitively."""
+    skipped: list[TaskState] = []
+    progress = True
+    while progress:
+        progress = False
+        for task in coord.ordered():
+            if task.status != "pending":
+                continue
+            for dep in task.depends_on:
+                dep_task = coord.tasks[dep]
+                if dep_task.terminal and dep_task.status != "succeeded":
+                    task.status = "skipped"
+                    task.reason = f"dependency {dep!r} ended {dep_task.status}"
+                    task.finished_at = now
+                    task.changed = True
+                    skipped.append(task)
+                    progress = True
+                    break
+    return skipped
+
+
+def _launch(task: TaskState, coord: CoordinationState, now: datetime) -> None:
+    task.status = "running"
+    task.launched_at = now
+    task.deadline_at = now + timedelta(seconds=coord.task_timeout_s)
+    task.changed = True
+
+
+def launch_ready(coord: CoordinationState, now: datetime) -> list[TaskState]:
+    """Start whatever may start now under the coordination's mode and width."""
+    launched: list[TaskState] = []
+    if coord.mode == "waves":
+        batches: dict[int, list[TaskState]] = {}
+        for task in coord.ordered():
+            batches.setdefault(task.batch_index, []).append(task)
+        for index in sorted(batches):
+            members = batches[index]
+            if any(t.status == "running" for t in members):
+                break
+            pending = [t for t in members if t.status == "pending"]
+            if pending:
+                for task in pending:
+                    _launch(task, coord, now)
+                launched.extend(pending)
+                break
+        return launched
+    running = sum(1 for t in coord.tasks.values() if t.status == "running")
+    for task in sorted(coord.tasks.values(), key=lambda t: t.dispatch_rank):
+        if running >= coord.width:
+            break
+        if task.status != "pending":
+            continue
+        if all(coord.tasks[d].status == "succeeded" for d in task.depends_on):
+            _launch(task, coord, now)
+            launched.append(task)
+            running += 1
+    return launched
+
+
+def finished_batches(coord: CoordinationState, before: set[int]) -> list[int]:
+    """Batch indexes that are wholly terminal now but were not in `before`."""
+    status: dict[int, bool] = {}
+    for task in coord.tasks.values():
+        status[task.batch_index] = status.get(task.batch_index, True) and task.terminal
+    return sorted(i for i, done in status.items() if done and i not in before)
+
+
+def terminal_batches(coord: CoordinationState) -> set[int]:
+    return set(finished_batches(coord, set()))
+
+
+def settle(coord: CoordinationState, now: datetime) -> tuple[list[TaskState], list[TaskState]]:
+    """Skip what can no longer run, launch what may, and close the coordination when done.
+
+    Returns (launched, skipped).
+    """
+    skipped = skip_dependents(coord, now)
+    launched = launch_ready(coord, now)
+    if coord.state == "running" and all(t.terminal for t in coord.tasks.values()):
+        coord.state = "completed" if coord.failed == 0 else "completed_with_failures"
+        coord.finished_at = max(
+            (t.finished_at for t in coord.tasks.values() if t.finished_at is not None),
+            default=now,
+        )
+        coord.changed = True
+    return launched, skipped

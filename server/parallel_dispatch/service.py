@@ -1,0 +1,481 @@
+"""One method per use case: plan, register, record a result, look at a coordination.
+
+Ties the planner, the lifecycle rules, the store and the observers together. Each method is
+one unit of work (one transaction); observers hear about it only after it committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from parallel_dispatch import lifecycle
+from parallel_dispatch.capacity import HostThresholds, adapt_limit
+from parallel_dispatch.errors import (
+    DispatchError,
+    InvalidRequestError,
+    UnknownCoordinationError,
+    UnknownTaskError,
+)
+from parallel_dispatch.events import (
+    CapacitySnapshot,
+    CoordinationRecord,
+    DispatchObserver,
+    NullObserver,
+    TaskRecord,
+)
+from parallel_dispatch.lifecycle import CoordinationState, TaskState
+from parallel_dispatch.models import (
+    MAX_OUTPUT_BYTES,
+    CoordinationView,
+    LaunchItem,
+    Mode,
+    ParentRef,
+    Plan,
+    Progress,
+    Registration,
+    ResultIn,
+    TaskResult,
+    TaskSpec,
+    TaskView,
+)
+from parallel_dispatch.planning import HostReading, PlanningContext, make_plan
+from parallel_dispatch.settings import Settings
+from parallel_dispatch.store import Store, UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+HISTORY_WINDOW = 2000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DispatchService:
+    """The use cases behind the four tools."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        observer: DispatchObserver | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        host_reader: Callable[[], HostReading] | None = None,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self.observer: DispatchObserver = observer or NullObserver()
+        self._clock = clock
+        self._host_reader = host_reader if settings.host_pressure else None
+
+    # -- plan_batches ----------------------------------------------------------------------
+
+    def plan_batches(
+        self, tasks: Sequence[TaskSpec], max_parallel: int | None, mode: Mode
+    ) -> Plan:
+        """Plan without registering anything.
+
+        Raises:
+            InvalidRequestError (and subclasses) for bad input; StorageError.
+        """
+        self._check_request(tasks, max_parallel)
+        now = self._clock()
+        with self._store.unit_of_work() as uow:
+            context = self._planning_context(uow, now)
+        plan = make_plan(tasks, mode, max_parallel, context)
+        self.observer.plan_made(plan, tool="plan_batches")
+        return plan
+
+    # -- register_coordination ---------------------------------------------------------------
+
+    def register_coordination(
+        self,
+        tasks: Sequence[TaskSpec],
+        *,
+        label: str | None = None,
+        parent: ParentRef | None = None,
+        max_parallel: int | None = None,
+        mode: Mode = "waves",
+        batches: Sequence[Sequence[str]] | None = None,
+        task_timeout_s: float | None = None,
+        traceparent: str | None = None,
+    ) -> Registration:
+        """Store a fan-out and say what to launch now.
+
+        Raises:
+            InvalidRequestError (and subclasses), UnknownCoordinationError, UnknownTaskError,
+            StorageError.
+        """
+        self._check_request(tasks, max_parallel)
+        if not tasks:
+            raise InvalidRequestError("tasks is empty; give at least one task to coordinate.")
+        now = self._clock()
+        with self._store.unit_of_work() as uow:
+            plan = make_plan(
+                tasks, mode, max_parallel, self._planning_context(uow, now), batches
+            )
+            coord = self._new_coordination(
+                uow, tasks, plan, label, parent, task_timeout_s, traceparent, now
+            )
+            launched, _ = lifecycle.settle(coord, now)
+            uow.add_coordination(coord)
+        record = _coordination_record(coord)
+        self.observer.plan_made(plan, tool="register_coordination")
+        self.observer.coordination_registered(record, [_task_record(t) for t in coord.ordered()])
+        launch = _launch_items(launched)
+        return Registration(
+            coordination_id=coord.coordination_id,
+            plan=plan,
+            launch=launch,
+            instructions=_launch_instructions(coord, launch),
+        )
+
+    def _new_coordination(
+        self,
+        uow: UnitOfWork,
+        tasks: Sequence[TaskSpec],
+        plan: Plan,
+        label: str | None,
+        parent: ParentRef | None,
+        task_timeout_s: float | None,
+        traceparent: str | None,
+        now: datetime,
+    ) -> CoordinationState:
+        trace_id = secrets.token_hex(16)
+        parent_span_id: str | None = None
+        if parent is not None:
+            parent_span = uow.task_span(parent.coordination_id, parent.task_id)
+            if parent_span is None:
+                if not uow.coordination_exists(parent.coordination_id):
+                    raise UnknownCoordinationError(parent.coordination_id)
+                parent_coord = uow.load(parent.coordination_id)
+                known = sorted(parent_coord.tasks) if parent_coord else []
+                raise UnknownTaskError(parent.coordination_id, parent.task_id, known)
+            trace_id, parent_span_id = parent_span
+        link = traceparent if traceparent and TRACEPARENT.match(traceparent) else None
+        batch_of = {tid: b.index for b in plan.batches for tid in b.task_ids}
+        rank_of = {tid: i for i, tid in enumerate(plan.dispatch_order)}
+        coord = CoordinationState(
+            coordination_id="co_" + secrets.token_hex(8),
+            mode=plan.mode,
+            width=plan.width,
+            task_timeout_s=task_timeout_s or self._settings.task_timeout_s,
+            created_at=now,
+            trace_id=trace_id,
+            span_id=secrets.token_hex(8),
+            plan_json=plan.model_dump_json(),
+            label=label,
+            parent_coordination_id=parent.coordination_id if parent else None,
+            parent_task_id=parent.task_id if parent else None,
+            parent_span_id=parent_span_id,
+            link_traceparent=link,
+        )
+        for spec in tasks:
+            coord.tasks[spec.id] = TaskState(
+                task_id=spec.id,
+                agent=spec.agent,
+                depends_on=list(spec.depends_on),
+                batch_index=batch_of[spec.id],
+                dispatch_rank=rank_of[spec.id],
+                span_id=secrets.token_hex(8),
+                prompt=spec.prompt,
+                estimate_s=spec.estimate_s,
+            )
+        return coord
+
+    # -- record_result -------------------------------------------------------------------------
+
+    def record_result(self, result: ResultIn) -> Progress:
+        """Record one task's outcome (idempotently) and say what to launch next.
+
+        Raises:
+            UnknownCoordinationError, UnknownTaskError, ConflictingResultError,
+            TaskNotReportableError, InvalidRequestError, StorageError.
+        """
+        if result.output is not None:
+            size = len(lifecycle.output_to_json(result.output) or "")
+            if size > MAX_OUTPUT_BYTES:
+                raise InvalidRequestError(
+                    f"output is {size} bytes of JSON; the limit is {MAX_OUTPUT_BYTES}. "
+                    "Put the essentials in summary/output and leave bulk data in files."
+                )
+        now = self._clock()
+        with self._store.unit_of_work() as uow:
+            coord = self._load(uow, result.coordination_id)
+            if result.task_id not in coord.tasks:
+                raise UnknownTaskError(coord.coordination_id, result.task_id, sorted(coord.tasks))
+            before = lifecycle.terminal_batches(coord)
+            finished = lifecycle.expire_timeouts(coord, now)
+            recorded, task = lifecycle.apply_result(coord, result, now)
+            if recorded:
+                finished.append(task)
+            launched, skipped = lifecycle.settle(coord, now)
+            finished.extend(skipped)
+            limit_change = self._adapt(uow, coord, before, now)
+            uow.save(coord)
+        self._notify(coord, finished, limit_change)
+        launch = _launch_items(launched)
+        complete = coord.state != "running"
+        return Progress(
+            coordination_id=coord.coordination_id,
+            task_id=result.task_id,
+            recorded=recorded,
+            done=coord.done,
+            total=len(coord.tasks),
+            failed=coord.failed,
+            state=coord.state,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            launch=launch,
+            instructions=_progress_instructions(coord, launch),
+            results=_results(coord) if complete else None,
+        )
+
+    # -- get_coordination ----------------------------------------------------------------------
+
+    def get_coordination(self, coordination_id: str | None) -> CoordinationView:
+        """The whole state of one coordination, or the recent open ones without an id.
+
+        Touching a coordination applies due timeouts (and launches what they unblock).
+
+        Raises:
+            UnknownCoordinationError, StorageError.
+        """
+        now = self._clock()
+        if coordination_id is None:
+            self._expire_all(now)
+            with self._store.unit_of_work() as uow:
+                open_ = uow.open_coordinations()
+            return CoordinationView(
+                open_coordinations=open_,
+                instructions=(
+                    "Call get_coordination with one of these coordination_ids to resume it."
+                    if open_
+                    else "No open coordinations."
+                ),
+            )
+        with self._store.unit_of_work() as uow:
+            coord = self._load(uow, coordination_id)
+            before = lifecycle.terminal_batches(coord)
+            finished = lifecycle.expire_timeouts(coord, now)
+            launched, skipped = lifecycle.settle(coord, now)
+            finished.extend(skipped)
+            limit_change = self._adapt(uow, coord, before, now)
+            uow.save(coord)
+            children = uow.children(coord.coordination_id)
+        self._notify(coord, finished, limit_change)
+        launch = _launch_items(launched)
+        complete = coord.state != "running"
+        parent = (
+            ParentRef(coordination_id=coord.parent_coordination_id, task_id=coord.parent_task_id)
+            if coord.parent_coordination_id and coord.parent_task_id
+            else None
+        )
+        return CoordinationView(
+            coordination_id=coord.coordination_id,
+            state=coord.state,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            label=coord.label,
+            parent=parent,
+            created_at=coord.created_at,
+            done=coord.done,
+            total=len(coord.tasks),
+            failed=coord.failed,
+            plan=Plan.model_validate_json(coord.plan_json),
+            tasks=[_task_view(t) for t in coord.ordered()],
+            launch=launch,
+            children=children,
+            results=_results(coord) if complete else None,
+            instructions=_progress_instructions(coord, launch),
+        )
+
+    def capacity_snapshot(self) -> CapacitySnapshot:
+        """Numbers for the gauges: tasks in flight, free agent slots, the adaptive limit."""
+        now = self._clock()
+        with self._store.unit_of_work() as uow:
+            in_flight = uow.in_flight(now)
+            limit = uow.adaptive_limit()
+        return CapacitySnapshot(
+            in_flight=in_flight,
+            free_agent_slots=max(0, self._settings.max_active_agents - in_flight),
+            adaptive_limit=limit,
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _check_request(self, tasks: Sequence[TaskSpec], max_parallel: int | None) -> None:
+        if len(tasks) > self._settings.max_tasks:
+            raise InvalidRequestError(
+                f"{len(tasks)} tasks in one call; the limit is {self._settings.max_tasks} "
+                "(PARALLEL_DISPATCH_MAX_TASKS). Split the work into several coordinations."
+            )
+        if max_parallel is not None and max_parallel < 1:
+            raise InvalidRequestError("max_parallel must be at least 1.")
+
+    def _planning_context(self, uow: UnitOfWork, now: datetime) -> PlanningContext:
+        host = None
+        if self._host_reader is not None:
+            try:
+                host = self._host_reader()
+            except (OSError, RuntimeError) as exc:
+                logger.warning("cannot read host load, planning without it: %s", exc)
+        return PlanningContext(
+            hard_cap=self._settings.max_parallel,
+            max_active_agents=self._settings.max_active_agents,
+            in_flight=uow.in_flight(now),
+            host=host,
+            adaptive_limit=uow.adaptive_limit(),
+            history=uow.observations(HISTORY_WINDOW),
+            next_slot_free_in_s=uow.next_slot_free_in_s(now),
+            thresholds=HostThresholds(
+                load_per_core_high=self._settings.load_per_core_high,
+                memory_available_low=self._settings.memory_available_low,
+            ),
+        )
+
+    def _load(self, uow: UnitOfWork, coordination_id: str) -> CoordinationState:
+        coord = uow.load(coordination_id)
+        if coord is None:
+            raise UnknownCoordinationError(coordination_id)
+        return coord
+
+    def _adapt(
+        self, uow: UnitOfWork, coord: CoordinationState, before: set[int], now: datetime
+    ) -> tuple[int, str] | None:
+        """Feed every batch that just became terminal to the adaptive limit."""
+        change: tuple[int, str] | None = None
+        for index in lifecycle.finished_batches(coord, before):
+            ran = [
+                (t.status, t.error)
+                for t in coord.tasks.values()
+                if t.batch_index == index and t.status != "skipped"
+            ]
+            if not ran:
+                continue
+            current = uow.adaptive_limit()
+            limit, reason = adapt_limit(
+                current, self._settings.max_parallel, statuses_errors=ran, batch_width=len(ran)
+            )
+            if limit != current:
+                uow.set_adaptive_limit(limit, reason, now)
+                change = (limit, reason or "")
+        return change
+
+    def _expire_all(self, now: datetime) -> None:
+        """Apply due timeouts everywhere (listing must not show lost tasks as running)."""
+        with self._store.unit_of_work() as uow:
+            expired = uow.expired_open_coordinations(now)
+        for coordination_id in expired:
+            try:
+                self.get_coordination(coordination_id)
+            except DispatchError as exc:
+                logger.warning("could not expire %s: %s", coordination_id, exc)
+
+    def _notify(
+        self,
+        coord: CoordinationState,
+        finished: list[TaskState],
+        limit_change: tuple[int, str] | None,
+    ) -> None:
+        record = _coordination_record(coord)
+        for task in finished:
+            self.observer.task_finished(record, _task_record(task))
+        if limit_change is not None:
+            self.observer.adaptive_limit_changed(*limit_change)
+        if finished and coord.state != "running":
+            self.observer.coordination_finished(
+                record, [_task_record(t) for t in coord.ordered()]
+            )
+
+
+def _launch_items(tasks: Sequence[TaskState]) -> list[LaunchItem]:
+    return [LaunchItem(task_id=t.task_id, agent=t.agent, prompt=t.prompt) for t in tasks]
+
+
+def _results(coord: CoordinationState) -> list[TaskResult]:
+    return [
+        TaskResult(
+            task_id=t.task_id,
+            agent=t.agent,
+            status=t.status,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            summary=t.summary,
+            duration_s=t.duration_s,
+            error=t.error or t.reason if t.status != "succeeded" else None,
+        )
+        for t in coord.ordered()
+    ]
+
+
+def _task_view(task: TaskState) -> TaskView:
+    return TaskView(
+        task_id=task.task_id,
+        agent=task.agent,
+        status=task.status,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+        depends_on=task.depends_on,
+        batch=task.batch_index,
+        estimate_s=task.estimate_s,
+        launched_at=task.launched_at,
+        finished_at=task.finished_at,
+        duration_s=task.duration_s,
+        reason=task.reason,
+    )
+
+
+def _launch_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
+    background = "false" if coord.mode == "waves" else "true"
+    return (
+        f"Launch these {len(launch)} tasks now as {len(launch)} Agent calls in ONE message "
+        f"(subagent_type = agent, run_in_background: {background}). Tell each sub-agent to "
+        f'call record_result(coordination_id="{coord.coordination_id}", task_id=<its id>, '
+        "status, summary) when done; if one cannot, record it for them."
+    )
+
+
+def _progress_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
+    if coord.state != "running":
+        return "All tasks are terminal: synthesise once from `results`."
+    running = [t.task_id for t in coord.ordered() if t.status == "running"]
+    if launch:
+        return _launch_instructions(coord, launch)
+    shown = ", ".join(running[:10]) + (" ..." if len(running) > 10 else "")
+    return f"Nothing to launch now; waiting for {len(running)} running task(s): {shown}."
+
+
+def _coordination_record(coord: CoordinationState) -> CoordinationRecord:
+    return CoordinationRecord(
+        coordination_id=coord.coordination_id,
+        label=coord.label,
+        mode=coord.mode,
+        state=coord.state,
+        trace_id=coord.trace_id,
+        span_id=coord.span_id,
+        parent_span_id=coord.parent_span_id,
+        link_traceparent=coord.link_traceparent,
+        created_at=coord.created_at,
+        finished_at=coord.finished_at,
+        total=len(coord.tasks),
+        width=coord.width,
+    )
+
+
+def _task_record(task: TaskState) -> TaskRecord:
+    return TaskRecord(
+        task_id=task.task_id,
+        agent=task.agent,
+        status=task.status,
+        batch_index=task.batch_index,
+        span_id=task.span_id,
+        launched_at=task.launched_at,
+        finished_at=task.finished_at,
+        duration_s=task.duration_s,
+        tokens=task.tokens,
+        error=task.error,
+    )
+
+
+def plan_from_json(text: str) -> Plan:
+    return Plan.model_validate(json.loads(text))

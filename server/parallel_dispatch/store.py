@@ -1,0 +1,320 @@
+"""The repository: the only module that knows SQL. One unit of work per tool call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import Engine, case, func
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from parallel_dispatch.errors import StorageError
+from parallel_dispatch.lifecycle import CoordinationState, TaskState
+from parallel_dispatch.models import TERMINAL_STATUSES, CoordinationSummary, ParentRef
+from parallel_dispatch.planning import Observation
+from parallel_dispatch.tables import CoordinationRow, LimiterRow, TaskRow
+
+LIMITER_ROW_ID = 1
+
+
+class Store:
+    """Opens units of work on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """A transaction: committed when the block ends, rolled back if it raises.
+
+        Raises:
+            StorageError: the database failed (locked for too long, unreachable, full).
+        """
+        try:
+            with Session(self._engine, expire_on_commit=False) as session:
+                yield UnitOfWork(session)
+                session.commit()
+        except OperationalError as exc:
+            raise StorageError(
+                f"the database failed: {exc.orig}. The call changed nothing; retry it."
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(f"the database failed: {exc}. The call changed nothing.") from exc
+
+
+class UnitOfWork:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    # -- coordinations -------------------------------------------------------------------
+
+    def add_coordination(self, coord: CoordinationState) -> None:
+        self._session.add(_coordination_row(coord))
+        self._session.flush()
+        for task in coord.tasks.values():
+            self._session.add(_task_row(coord.coordination_id, task))
+            task.changed = False
+        coord.changed = False
+
+    def load(self, coordination_id: str) -> CoordinationState | None:
+        """Load a coordination and its tasks, locking its row until commit (PostgreSQL)."""
+        row = self._session.exec(
+            select(CoordinationRow)
+            .where(CoordinationRow.id == coordination_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            return None
+        tasks = self._session.exec(
+            select(TaskRow).where(TaskRow.coordination_id == coordination_id)
+        ).all()
+        coord = _coordination_state(row)
+        for task_row in tasks:
+            task = _task_state(task_row)
+            coord.tasks[task.task_id] = task
+        return coord
+
+    def save(self, coord: CoordinationState) -> None:
+        """Write back what changed."""
+        if coord.changed:
+            row = self._session.get(CoordinationRow, coord.coordination_id)
+            if row is None:
+                raise StorageError(f"coordination {coord.coordination_id} vanished mid-call")
+            row.state = coord.state
+            row.finished_at = coord.finished_at
+            self._session.add(row)
+            coord.changed = False
+        for task in coord.tasks.values():
+            if not task.changed:
+                continue
+            task_row = self._session.get(TaskRow, (coord.coordination_id, task.task_id))
+            if task_row is None:
+                raise StorageError(f"task {task.task_id} vanished mid-call")
+            for name in (
+                "status",
+                "launched_at",
+                "deadline_at",
+                "finished_at",
+                "duration_s",
+                "tokens",
+                "summary",
+                "output_json",
+                "error",
+                "reason",
+            ):
+                setattr(task_row, name, getattr(task, name))
+            self._session.add(task_row)
+            task.changed = False
+        self._session.flush()
+
+    def task_span(self, coordination_id: str, task_id: str) -> tuple[str, str] | None:
+        """(trace_id, span_id of the task) for nesting under a parent task, or None."""
+        row = self._session.exec(
+            select(CoordinationRow.trace_id, TaskRow.span_id)
+            .join(TaskRow, col(TaskRow.coordination_id) == col(CoordinationRow.id))
+            .where(CoordinationRow.id == coordination_id, TaskRow.task_id == task_id)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def coordination_exists(self, coordination_id: str) -> bool:
+        return self._session.get(CoordinationRow, coordination_id) is not None
+
+    def expired_open_coordinations(self, now: datetime) -> list[str]:
+        """Open coordinations holding a running task past its deadline."""
+        rows = self._session.exec(
+            select(TaskRow.coordination_id)
+            .where(TaskRow.status == "running", col(TaskRow.deadline_at) <= now)
+            .distinct()
+        ).all()
+        return list(rows)
+
+    def _summaries(self, *conditions: object, limit: int) -> list[CoordinationSummary]:
+        terminal = func.sum(case((col(TaskRow.status).in_(TERMINAL_STATUSES), 1), else_=0))
+        query = (
+            select(CoordinationRow, func.count(col(TaskRow.task_id)), terminal)
+            .join(TaskRow, col(TaskRow.coordination_id) == col(CoordinationRow.id))
+            .where(*conditions)  # type: ignore[arg-type]  # sqlalchemy clause elements
+            .group_by(col(CoordinationRow.id))
+            .order_by(col(CoordinationRow.created_at).desc())
+            .limit(limit)
+        )
+        return [
+            CoordinationSummary(
+                coordination_id=row.id,
+                label=row.label,
+                state=row.state,  # type: ignore[arg-type]  # stored from the same Literal
+                done=int(done or 0),
+                total=int(total),
+                created_at=row.created_at,
+                parent=_parent(row),
+            )
+            for row, total, done in self._session.exec(query).all()
+        ]
+
+    def open_coordinations(self, limit: int = 20) -> list[CoordinationSummary]:
+        return self._summaries(CoordinationRow.state == "running", limit=limit)
+
+    def children(self, coordination_id: str) -> list[CoordinationSummary]:
+        return self._summaries(
+            CoordinationRow.parent_coordination_id == coordination_id, limit=1000
+        )
+
+    # -- capacity and history --------------------------------------------------------------
+
+    def in_flight(self, now: datetime) -> int:
+        """Running tasks across all coordinations whose deadline has not passed."""
+        count = self._session.exec(
+            select(func.count())
+            .select_from(TaskRow)
+            .where(TaskRow.status == "running", col(TaskRow.deadline_at) > now)
+        ).one()
+        return int(count)
+
+    def next_slot_free_in_s(self, now: datetime) -> float | None:
+        """Seconds until the running task expected to finish first does (by its estimate)."""
+        rows = self._session.exec(
+            select(TaskRow.launched_at, TaskRow.estimate_s, TaskRow.deadline_at).where(
+                TaskRow.status == "running", col(TaskRow.deadline_at) > now
+            )
+        ).all()
+        best: float | None = None
+        for launched_at, estimate_s, deadline_at in rows:
+            if launched_at is not None and estimate_s is not None:
+                expected = (launched_at - now).total_seconds() + estimate_s
+            elif deadline_at is not None:
+                expected = (deadline_at - now).total_seconds()
+            else:
+                continue
+            expected = max(0.0, expected)
+            best = expected if best is None else min(best, expected)
+        return best
+
+    def observations(self, limit: int = 2000) -> list[Observation]:
+        """The most recent finished tasks that ran (newest first)."""
+        rows = self._session.exec(
+            select(TaskRow.agent, TaskRow.status, TaskRow.duration_s, TaskRow.finished_at, TaskRow.error)
+            .where(
+                col(TaskRow.status).in_(("succeeded", "failed", "cancelled", "timed_out")),
+                col(TaskRow.finished_at).is_not(None),
+            )
+            .order_by(col(TaskRow.finished_at).desc())
+            .limit(limit)
+        ).all()
+        return [
+            Observation(agent=a, status=s, duration_s=d, finished_at=f, error=e)
+            for a, s, d, f, e in rows
+            if f is not None
+        ]
+
+    def adaptive_limit(self) -> int | None:
+        row = self._session.get(LimiterRow, LIMITER_ROW_ID)
+        return None if row is None else row.adaptive_limit
+
+    def set_adaptive_limit(self, limit: int | None, reason: str | None, now: datetime) -> None:
+        row = self._session.get(LimiterRow, LIMITER_ROW_ID, with_for_update=True)
+        if row is None:
+            row = LimiterRow(id=LIMITER_ROW_ID, updated_at=now)
+        row.adaptive_limit = limit
+        row.reason = reason
+        row.updated_at = now
+        self._session.add(row)
+
+
+def _parent(row: CoordinationRow) -> ParentRef | None:
+    if row.parent_coordination_id is None or row.parent_task_id is None:
+        return None
+    return ParentRef(coordination_id=row.parent_coordination_id, task_id=row.parent_task_id)
+
+
+def _coordination_row(coord: CoordinationState) -> CoordinationRow:
+    return CoordinationRow(
+        id=coord.coordination_id,
+        label=coord.label,
+        mode=coord.mode,
+        state=coord.state,
+        width=coord.width,
+        task_timeout_s=coord.task_timeout_s,
+        plan_json=coord.plan_json,
+        parent_coordination_id=coord.parent_coordination_id,
+        parent_task_id=coord.parent_task_id,
+        trace_id=coord.trace_id,
+        span_id=coord.span_id,
+        parent_span_id=coord.parent_span_id,
+        link_traceparent=coord.link_traceparent,
+        created_at=coord.created_at,
+        finished_at=coord.finished_at,
+    )
+
+
+def _coordination_state(row: CoordinationRow) -> CoordinationState:
+    return CoordinationState(
+        coordination_id=row.id,
+        mode=row.mode,
+        width=row.width,
+        task_timeout_s=row.task_timeout_s,
+        created_at=row.created_at,
+        trace_id=row.trace_id,
+        span_id=row.span_id,
+        plan_json=row.plan_json,
+        label=row.label,
+        parent_coordination_id=row.parent_coordination_id,
+        parent_task_id=row.parent_task_id,
+        parent_span_id=row.parent_span_id,
+        link_traceparent=row.link_traceparent,
+        state=row.state,
+        finished_at=row.finished_at,
+    )
+
+
+def _task_row(coordination_id: str, task: TaskState) -> TaskRow:
+    return TaskRow(
+        coordination_id=coordination_id,
+        task_id=task.task_id,
+        agent=task.agent,
+        depends_on_json=json.dumps(task.depends_on),
+        batch_index=task.batch_index,
+        dispatch_rank=task.dispatch_rank,
+        span_id=task.span_id,
+        prompt=task.prompt,
+        estimate_s=task.estimate_s,
+        status=task.status,
+        launched_at=task.launched_at,
+        deadline_at=task.deadline_at,
+        finished_at=task.finished_at,
+        duration_s=task.duration_s,
+        tokens=task.tokens,
+        summary=task.summary,
+        output_json=task.output_json,
+        error=task.error,
+        reason=task.reason,
+    )
+
+
+def _task_state(row: TaskRow) -> TaskState:
+    return TaskState(
+        task_id=row.task_id,
+        agent=row.agent,
+        depends_on=list(json.loads(row.depends_on_json)),
+        batch_index=row.batch_index,
+        dispatch_rank=row.dispatch_rank,
+        span_id=row.span_id,
+        prompt=row.prompt,
+        estimate_s=row.estimate_s,
+        status=row.status,
+        launched_at=row.launched_at,
+        deadline_at=row.deadline_at,
+        finished_at=row.finished_at,
+        duration_s=row.duration_s,
+        tokens=row.tokens,
+        summary=row.summary,
+        output_json=row.output_json,
+        error=row.error,
+        reason=row.reason,
+    )

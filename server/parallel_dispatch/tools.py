@@ -1,0 +1,153 @@
+"""Thin MCP adapters: schemas, descriptions and annotations; the work is in the service.
+
+Docstrings here are what an agent reads in `tools/list`: short, concrete, say when to call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from parallel_dispatch.errors import DispatchError
+from parallel_dispatch.models import (
+    MAX_ERROR_CHARS,
+    MAX_SUMMARY_CHARS,
+    MAX_TOKENS,
+    CoordinationView,
+    Mode,
+    ParentRef,
+    Plan,
+    Progress,
+    Registration,
+    ReportedStatus,
+    ResultIn,
+    TaskSpec,
+)
+from parallel_dispatch.service import DispatchService
+
+T = TypeVar("T")
+
+Tasks = Annotated[list[TaskSpec], Field(description="the sub-tasks", min_length=1)]
+MaxParallel = Annotated[
+    int | None, Field(ge=1, le=1000, description="most tasks at once (server caps apply)")
+]
+ModeArg = Annotated[
+    Mode, Field(description="waves: batch after batch; stream: refill as each finishes")
+]
+CoordinationId = Annotated[str, Field(min_length=1, max_length=64)]
+MAX_DURATION_S = 7 * 24 * 3600.0
+
+
+@contextmanager
+def _as_tool_errors(service: DispatchService, tool: str) -> Iterator[None]:
+    """Turn domain errors into ToolErrors the agent can act on; time the call."""
+    started = time.perf_counter()
+    error_type: str | None = None
+    try:
+        yield
+    except DispatchError as exc:
+        error_type = type(exc).__name__
+        raise ToolError(str(exc)) from exc
+    finally:
+        service.observer.tool_called(tool, time.perf_counter() - started, error_type)
+
+
+def _call(service: DispatchService, tool: str, fn: Callable[[], T]) -> T:
+    with _as_tool_errors(service, tool):
+        return fn()
+
+
+def _traceparent(ctx: Context[Any, Any] | None) -> str | None:
+    if ctx is None:
+        return None
+    try:
+        meta = ctx.request_context.meta
+    except (AttributeError, ValueError, LookupError):
+        return None
+    value = meta.get("traceparent") if meta else None
+    return value if isinstance(value, str) else None
+
+
+def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
+    """Add the four contract tools to `server`."""
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    def plan_batches(tasks: Tasks, max_parallel: MaxParallel = None, mode: ModeArg = "waves") -> Plan:
+        """Split sub-tasks into batches that respect the parallel caps, dependencies, machine
+        load and past durations. Read-only: call it to preview; register_coordination plans too."""
+        return _call(service, "plan_batches", lambda: service.plan_batches(tasks, max_parallel, mode))
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
+    def register_coordination(
+        tasks: Tasks,
+        label: Annotated[str | None, Field(max_length=200, description="short name")] = None,
+        parent: Annotated[
+            ParentRef | None, Field(description="your own coordination_id/task_id if nested")
+        ] = None,
+        max_parallel: MaxParallel = None,
+        mode: ModeArg = "waves",
+        batches: Annotated[
+            list[list[str]] | None, Field(description="explicit plan (task ids per batch)")
+        ] = None,
+        task_timeout_s: Annotated[float | None, Field(gt=0, le=MAX_DURATION_S)] = None,
+        ctx: Context[Any, Any] | None = None,
+    ) -> Registration:
+        """Start a fan-out before launching sub-agents. Returns coordination_id and `launch`:
+        start those tasks as Agent calls in ONE message, passing coordination_id and task_id."""
+        traceparent = _traceparent(ctx)
+        return _call(
+            service,
+            "register_coordination",
+            lambda: service.register_coordination(
+                tasks,
+                label=label,
+                parent=parent,
+                max_parallel=max_parallel,
+                mode=mode,
+                batches=batches,
+                task_timeout_s=task_timeout_s,
+                traceparent=traceparent,
+            ),
+        )
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True))
+    def record_result(
+        coordination_id: CoordinationId,
+        task_id: Annotated[str, Field(min_length=1, max_length=64)],
+        status: ReportedStatus,
+        summary: Annotated[
+            str, Field(max_length=MAX_SUMMARY_CHARS, description="what synthesis needs")
+        ],
+        output: Annotated[Any, Field(description="structured result, <= 64 KiB JSON")] = None,
+        duration_s: Annotated[float | None, Field(ge=0, le=MAX_DURATION_S)] = None,
+        tokens: Annotated[int | None, Field(ge=0, le=MAX_TOKENS)] = None,
+        error: Annotated[str | None, Field(max_length=MAX_ERROR_CHARS)] = None,
+    ) -> Progress:
+        """Report a sub-task's outcome (a sub-agent for itself, or the parent for it). Returns
+        what to launch next; once all tasks are done, `results` holds every summary."""
+        result = ResultIn(
+            coordination_id=coordination_id,
+            task_id=task_id,
+            status=status,
+            summary=summary,
+            output=output,
+            duration_s=duration_s,
+            tokens=tokens,
+            error=error,
+        )
+        return _call(service, "record_result", lambda: service.record_result(result))
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    def get_coordination(coordination_id: CoordinationId | None = None) -> CoordinationView:
+        """A coordination's whole state and results; without an id, the open coordinations.
+        Use it to resume after context compaction."""
+        return _call(
+            service, "get_coordination", lambda: service.get_coordination(coordination_id)
+        )
