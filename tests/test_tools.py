@@ -217,9 +217,7 @@ async def test_nested_coordinations_link_to_their_parent_task(client: Client) ->
     )
     view = await call_ok(client, "get_coordination", coordination_id=inner["coordination_id"])
     assert view["parent"] == parent
-    outer_view = await call_ok(
-        client, "get_coordination", coordination_id=outer["coordination_id"]
-    )
+    outer_view = await call_ok(client, "get_coordination", coordination_id=outer["coordination_id"])
     assert [c["coordination_id"] for c in outer_view["children"]] == [inner["coordination_id"]]
     assert outer_view["children"][0]["label"] == "inner"
 

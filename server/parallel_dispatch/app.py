@@ -40,9 +40,10 @@ class BearerAuth:
 def create_app(settings: Settings, server: MCPServer[Any]) -> ASGIApp:
     """Streamable HTTP at /mcp plus GET /healthz; bearer auth when a token is set."""
 
-    @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
 
     app: ASGIApp = server.streamable_http_app(host=settings.host)
     if settings.auth_token is not None:

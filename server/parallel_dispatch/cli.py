@@ -63,7 +63,9 @@ def main() -> None:
 @click.option("--host-pressure", type=click.Choice(["on", "off"]), default=None)
 @click.option("--max-tasks", type=int, default=None, help="Most tasks in one call [1000].")
 @click.option("--auth-token", default=None, help="Bearer token for HTTP.")
-@click.option("--otlp-endpoint", default=None, help="OTLP collector URL, e.g. http://127.0.0.1:4318.")
+@click.option(
+    "--otlp-endpoint", default=None, help="OTLP collector URL, e.g. http://127.0.0.1:4318."
+)
 @click.option("--otlp-protocol", default=None, help="http/protobuf (default) or grpc.")
 @click.option("--otlp-headers", default=None, help="k=v,k2=v2 headers for the collector.")
 @click.option("--service-name", default=None, help="OpenTelemetry service.name.")

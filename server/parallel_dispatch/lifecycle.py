@@ -97,9 +97,7 @@ def expire_timeouts(coord: CoordinationState, now: datetime) -> list[TaskState]:
         if task.status == "running" and task.deadline_at is not None and task.deadline_at <= now:
             task.status = "timed_out"
             task.finished_at = task.deadline_at
-            task.reason = (
-                f"no result within {coord.task_timeout_s:g} s of launch; counted as lost"
-            )
+            task.reason = f"no result within {coord.task_timeout_s:g} s of launch; counted as lost"
             task.changed = True
             expired.append(task)
     return expired

@@ -21,7 +21,9 @@ MAX_TOKENS = 1_000_000_000
 
 TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
 Mode = Literal["waves", "stream"]
-TaskStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"]
+TaskStatus = Literal[
+    "pending", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"
+]
 ReportedStatus = Literal["succeeded", "failed", "cancelled"]
 CoordinationState = Literal["running", "completed", "completed_with_failures"]
 

@@ -77,9 +77,7 @@ class DispatchService:
 
     # -- plan_batches ----------------------------------------------------------------------
 
-    def plan_batches(
-        self, tasks: Sequence[TaskSpec], max_parallel: int | None, mode: Mode
-    ) -> Plan:
+    def plan_batches(self, tasks: Sequence[TaskSpec], max_parallel: int | None, mode: Mode) -> Plan:
         """Plan without registering anything.
 
         Raises:
@@ -118,9 +116,7 @@ class DispatchService:
             raise InvalidRequestError("tasks is empty; give at least one task to coordinate.")
         now = self._clock()
         with self._store.unit_of_work() as uow:
-            plan = make_plan(
-                tasks, mode, max_parallel, self._planning_context(uow, now), batches
-            )
+            plan = make_plan(tasks, mode, max_parallel, self._planning_context(uow, now), batches)
             coord = self._new_coordination(
                 uow, tasks, plan, label, parent, task_timeout_s, traceparent, now
             )
@@ -230,7 +226,7 @@ class DispatchService:
             done=coord.done,
             total=len(coord.tasks),
             failed=coord.failed,
-            state=coord.state,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            state=coord.state,
             launch=launch,
             instructions=_progress_instructions(coord, launch),
             results=_results(coord) if complete else None,
@@ -278,7 +274,7 @@ class DispatchService:
         )
         return CoordinationView(
             coordination_id=coord.coordination_id,
-            state=coord.state,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            state=coord.state,
             label=coord.label,
             parent=parent,
             created_at=coord.created_at,
@@ -387,9 +383,7 @@ class DispatchService:
         if limit_change is not None:
             self.observer.adaptive_limit_changed(*limit_change)
         if finished and coord.state != "running":
-            self.observer.coordination_finished(
-                record, [_task_record(t) for t in coord.ordered()]
-            )
+            self.observer.coordination_finished(record, [_task_record(t) for t in coord.ordered()])
 
 
 def _launch_items(tasks: Sequence[TaskState]) -> list[LaunchItem]:
@@ -401,7 +395,7 @@ def _results(coord: CoordinationState) -> list[TaskResult]:
         TaskResult(
             task_id=t.task_id,
             agent=t.agent,
-            status=t.status,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+            status=t.status,
             summary=t.summary,
             duration_s=t.duration_s,
             error=t.error or t.reason if t.status != "succeeded" else None,
@@ -414,7 +408,7 @@ def _task_view(task: TaskState) -> TaskView:
     return TaskView(
         task_id=task.task_id,
         agent=task.agent,
-        status=task.status,  # type: ignore[arg-type]  # lifecycle keeps it in the Literal
+        status=task.status,
         depends_on=task.depends_on,
         batch=task.batch_index,
         estimate_s=task.estimate_s,

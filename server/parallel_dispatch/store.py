@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import Engine, case, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -66,9 +67,7 @@ class UnitOfWork:
     def load(self, coordination_id: str) -> CoordinationState | None:
         """Load a coordination and its tasks, locking its row until commit (PostgreSQL)."""
         row = self._session.exec(
-            select(CoordinationRow)
-            .where(CoordinationRow.id == coordination_id)
-            .with_for_update()
+            select(CoordinationRow).where(CoordinationRow.id == coordination_id).with_for_update()
         ).first()
         if row is None:
             return None
@@ -149,7 +148,7 @@ class UnitOfWork:
             CoordinationSummary(
                 coordination_id=row.id,
                 label=row.label,
-                state=row.state,  # type: ignore[arg-type]  # stored from the same Literal
+                state=row.state,
                 done=int(done or 0),
                 total=int(total),
                 created_at=row.created_at,
@@ -198,8 +197,14 @@ class UnitOfWork:
 
     def observations(self, limit: int = 2000) -> list[Observation]:
         """The most recent finished tasks that ran (newest first)."""
-        rows = self._session.exec(
-            select(TaskRow.agent, TaskRow.status, TaskRow.duration_s, TaskRow.finished_at, TaskRow.error)
+        rows = self._session.execute(
+            sa_select(
+                col(TaskRow.agent),
+                col(TaskRow.status),
+                col(TaskRow.duration_s),
+                col(TaskRow.finished_at),
+                col(TaskRow.error),
+            )
             .where(
                 col(TaskRow.status).in_(("succeeded", "failed", "cancelled", "timed_out")),
                 col(TaskRow.finished_at).is_not(None),

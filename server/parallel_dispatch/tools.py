@@ -79,10 +79,14 @@ def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
     """Add the four contract tools to `server`."""
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
-    def plan_batches(tasks: Tasks, max_parallel: MaxParallel = None, mode: ModeArg = "waves") -> Plan:
+    def plan_batches(
+        tasks: Tasks, max_parallel: MaxParallel = None, mode: ModeArg = "waves"
+    ) -> Plan:
         """Split sub-tasks into batches that respect the parallel caps, dependencies, machine
         load and past durations. Read-only: call it to preview; register_coordination plans too."""
-        return _call(service, "plan_batches", lambda: service.plan_batches(tasks, max_parallel, mode))
+        return _call(
+            service, "plan_batches", lambda: service.plan_batches(tasks, max_parallel, mode)
+        )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
     def register_coordination(
@@ -148,6 +152,4 @@ def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
     def get_coordination(coordination_id: CoordinationId | None = None) -> CoordinationView:
         """A coordination's whole state and results; without an id, the open coordinations.
         Use it to resume after context compaction."""
-        return _call(
-            service, "get_coordination", lambda: service.get_coordination(coordination_id)
-        )
+        return _call(service, "get_coordination", lambda: service.get_coordination(coordination_id))

@@ -1,0 +1,33 @@
+"""The strict tooling is part of the suite: lint, format, types and layering."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        (str(BIN / "ruff"), "check", "server", "tests", "bench"),
+        (str(BIN / "ruff"), "format", "--check", "server", "tests", "bench"),
+        (str(BIN / "mypy"),),
+        (str(BIN / "lint-imports"),),
+    ],
+    ids=["ruff-check", "ruff-format", "mypy-strict", "import-layers"],
+)
+def test_the_code_passes_the_project_tooling(command: tuple[str, ...]) -> None:
+    completed = run(*command)
+    assert completed.returncode == 0, completed.stdout + completed.stderr

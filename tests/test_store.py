@@ -1,0 +1,168 @@
+"""The store on a real SQLite file: concurrency, migrations, loud failures."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from parallel_dispatch import tables  # noqa: F401  (registers the tables)
+from parallel_dispatch.db import current_revision, make_engine, upgrade_database
+from parallel_dispatch.errors import StorageError
+from parallel_dispatch.models import ResultIn, TaskSpec
+from parallel_dispatch.server import build_service
+from parallel_dispatch.service import DispatchService
+from parallel_dispatch.settings import Settings
+from tests.support.processes import server_env
+
+TASKS = 120
+
+
+def _record_share(database_url: str, coordination_id: str, task_ids: list[str]) -> None:
+    service = build_service(Settings(database_url=database_url, host_pressure=False))
+    for task_id in task_ids:
+        service.record_result(
+            ResultIn(
+                coordination_id=coordination_id,
+                task_id=task_id,
+                status="succeeded",
+                summary=f"done {task_id}",
+            )
+        )
+
+
+def _register(service: DispatchService, n: int) -> str:
+    specs = [TaskSpec(id=f"t{i}") for i in range(n)]
+    return service.register_coordination(specs, mode="stream").coordination_id
+
+
+def test_two_processes_recording_into_one_sqlite_file_lose_nothing(database_url: str) -> None:
+    service = build_service(Settings(database_url=database_url, host_pressure=False))
+    cid = _register(service, TASKS)
+    ids = [f"t{i}" for i in range(TASKS)]
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_record_share, args=(database_url, cid, ids[k::2])) for k in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    view = service.get_coordination(cid)
+    assert view.done == TASKS
+    assert view.state == "completed"
+    assert view.results is not None
+    assert {r.summary for r in view.results} == {f"done {i}" for i in ids}
+
+
+def test_concurrent_threads_recording_results_lose_nothing(database_url: str) -> None:
+    service = build_service(Settings(database_url=database_url, host_pressure=False))
+    cid = _register(service, 60)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        progress = list(
+            pool.map(
+                lambda i: service.record_result(
+                    ResultIn(coordination_id=cid, task_id=f"t{i}", status="succeeded", summary="ok")
+                ),
+                range(60),
+            )
+        )
+    assert all(p.recorded for p in progress)
+    assert sorted(p.done for p in progress) == list(range(1, 61))
+    assert service.get_coordination(cid).state == "completed"
+
+
+def test_the_models_and_the_migrations_agree(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_upgrading_an_existing_database_keeps_its_data(database_url: str) -> None:
+    service = build_service(Settings(database_url=database_url, host_pressure=False))
+    cid = _register(service, 3)
+    engine = make_engine(database_url)
+    revision = current_revision(engine)
+    upgrade_database(engine)
+    assert current_revision(engine) == revision == "0001_initial"
+    again = build_service(Settings(database_url=database_url, host_pressure=False))
+    assert again.get_coordination(cid).total == 3
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_an_unopenable_database_fails_loudly(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="cannot create the database directory"):
+        make_engine(f"sqlite:///{blocker / 'sub' / 'state.db'}")
+    with pytest.raises(StorageError, match="in-memory"):
+        make_engine("sqlite://")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="cannot open or migrate"):
+        upgrade_database(make_engine(f"sqlite:///{corrupt}"))
+
+
+def test_serve_exits_with_a_clear_message_when_the_database_cannot_open(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"garbage" * 200)
+    completed = subprocess.run(
+        [sys.executable, "-m", "parallel_dispatch", "serve"],
+        capture_output=True,
+        text=True,
+        env=server_env(f"sqlite:///{corrupt}"),
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert completed.returncode == 1
+    assert "cannot open or migrate the database" in completed.stderr
+    assert completed.stdout == ""
+
+
+def test_db_upgrade_command_migrates_and_reports_the_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    completed = subprocess.run(
+        [sys.executable, "-m", "parallel_dispatch", "db", "upgrade", "--database-url", url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "0001_initial" in completed.stdout
+
+
+def test_the_default_database_lives_in_the_xdg_state_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLEL_DISPATCH_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    completed = subprocess.run(
+        [sys.executable, "-m", "parallel_dispatch", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "state" / "parallel-dispatch" / "parallel-dispatch.db").exists()
