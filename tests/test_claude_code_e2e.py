@@ -56,10 +56,6 @@ TASK_MARKER = re.compile(
 
 
 def server_command() -> list[str]:
-    import os  # DEV-ONLY override, remove
-
-    if os.environ.get("PD_E2E_SERVER_ARGS"):
-        return [sys.executable, *json.loads(os.environ["PD_E2E_SERVER_ARGS"])]
     return [sys.executable, "-m", "parallel_dispatch", "serve"]
 
 

@@ -72,8 +72,8 @@ def isolated_env(
 ) -> dict[str, str]:
     """An environment that keeps Claude Code (and what it starts) inside ``root``.
 
-    Nothing is inherited from the caller but PATH and the locale, so the developer's own
-    Claude Code configuration, credentials and Anthropic variables never leak in.
+    Nothing is inherited from the caller but PATH, PYTHONPATH and the locale, so the
+    developer's own Claude Code configuration, credentials and Anthropic variables never leak.
     """
     home = root / "home"
     directories = {
@@ -88,7 +88,9 @@ def isolated_env(
     for directory in directories.values():
         directory.mkdir(parents=True, exist_ok=True)
     env = {name: str(path) for name, path in directories.items()}
+    # PYTHONPATH passes through so a server run from a source tree is the one under test.
     env.update(
+        {name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
         PATH=os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         LANG=os.environ.get("LANG", "C.UTF-8"),
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
