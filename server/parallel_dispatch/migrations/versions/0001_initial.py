@@ -6,6 +6,7 @@ Create Date: 2026-12-04 20:49:37.767419
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -47,13 +48,25 @@ def upgrade() -> None:
             "ix_coordination_state_created", ["state", "created_at"], unique=False
         )
 
-    op.create_table(
+    limiter = op.create_table(
         "limiter",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("adaptive_limit", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+    )
+    # The single limiter row exists from the start, so writers only ever lock and update it.
+    op.bulk_insert(
+        limiter,
+        [
+            {
+                "id": 1,
+                "adaptive_limit": None,
+                "reason": None,
+                "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+            }
+        ],
     )
     op.create_table(
         "task",
