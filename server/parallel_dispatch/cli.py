@@ -21,7 +21,12 @@ from parallel_dispatch.db import current_revision, make_engine, upgrade_database
 from parallel_dispatch.errors import DispatchError
 from parallel_dispatch.server import build_server, build_service
 from parallel_dispatch.settings import LOOPBACK_HOSTS, Settings
-from parallel_dispatch.telemetry import Telemetry, TelemetryConfig, configure_telemetry
+from parallel_dispatch.telemetry import (
+    Telemetry,
+    TelemetryConfig,
+    TelemetryConfigError,
+    configure_telemetry,
+)
 
 logger = logging.getLogger("parallel_dispatch")
 
@@ -79,15 +84,17 @@ def serve(use_http: bool, **flags: Any) -> None:
             f"refusing to serve on {settings.host} without PARALLEL_DISPATCH_AUTH_TOKEN "
             "(or --auth-token): anyone who can reach it could drive your agents."
         )
-    telemetry = configure_telemetry(
-        TelemetryConfig.from_env(
+    try:
+        telemetry_config = TelemetryConfig.from_env(
             os.environ,
             endpoint=settings.otlp_endpoint,
             protocol=settings.otlp_protocol,
             headers=settings.otlp_headers,
             service_name=settings.service_name,
         )
-    )
+    except TelemetryConfigError as exc:
+        raise click.UsageError(f"invalid telemetry setting: {exc}") from exc
+    telemetry = configure_telemetry(telemetry_config)
     try:
         service = build_service(settings, observer=telemetry.observer, host_reader=read_host)
         telemetry.bind_capacity(service.capacity_snapshot)
