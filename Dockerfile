@@ -51,10 +51,11 @@ WORKDIR /data
 USER 10001:10001
 EXPOSE 8765
 
-# The slim image has no curl; the venv's Python does the probe. If you change the port in
-# CMD, change it here too.
+# The slim image has no curl; the venv's Python does the probe. To move the port, set
+# `-e PARALLEL_DISPATCH_PORT=...` (the server and this probe both read it) rather than adding
+# --port to the command.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8765/healthz', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/healthz' % os.environ.get('PARALLEL_DISPATCH_PORT', '8765'); sys.exit(0 if urllib.request.urlopen(url, timeout=4).status == 200 else 1)"]
 
 ENTRYPOINT ["parallel-dispatch"]
 CMD ["serve", "--http", "--host", "0.0.0.0"]

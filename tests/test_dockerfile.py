@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.npm_tools import free_loopback_port, server_env, serving_http
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -146,9 +148,66 @@ def test_healthcheck_probes_healthz_with_python_not_curl() -> None:
     assert "--interval" in options
     argv = json.loads(command)
     assert argv[0] == "python"
-    assert "http://127.0.0.1:8765/healthz" in argv[-1]
     assert "curl" not in checks[0].arguments
-    compile(argv[-1], "<healthcheck>", "exec")  # the probe is valid Python
+    probe = argv[-1]
+    compile(probe, "<healthcheck>", "exec")  # the probe is valid Python
+    # The probe asks loopback for /healthz on the server's port: 8765 unless the user moved it
+    # with PARALLEL_DISPATCH_PORT, which the server reads as well.
+    assert "http://127.0.0.1:%s/healthz" in probe
+    assert "os.environ.get('PARALLEL_DISPATCH_PORT', '8765')" in probe
+
+
+def healthcheck_probe() -> str:
+    check = next(i for i in final_stage() if i.keyword == "HEALTHCHECK")
+    probe: str = json.loads(check.arguments.partition("CMD ")[2])[-1]
+    return probe
+
+
+def test_healthcheck_probe_succeeds_against_a_running_server_and_fails_without_one(
+    tmp_path: Path,
+) -> None:
+    # Without a Docker engine, run the image's probe with this Python against the real server.
+    probe = healthcheck_probe()
+    env = server_env(tmp_path)
+    with serving_http(env, tmp_path / "server.log") as base_url:
+        port = base_url.rsplit(":", 1)[1]
+        healthy = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**env, "PARALLEL_DISPATCH_PORT": port},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert healthy.returncode == 0, healthy.stderr
+    unhealthy = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**env, "PARALLEL_DISPATCH_PORT": port},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert unhealthy.returncode != 0
+
+
+def test_image_command_refuses_all_interfaces_without_a_token(tmp_path: Path) -> None:
+    stage = final_stage()
+    entrypoint = next(json.loads(i.arguments) for i in stage if i.keyword == "ENTRYPOINT")
+    cmd = next(json.loads(i.arguments) for i in stage if i.keyword == "CMD")
+    executable = Path(sys.executable).with_name(entrypoint[0])
+    env = {**server_env(tmp_path), "PARALLEL_DISPATCH_PORT": str(free_loopback_port())}
+    refused = subprocess.run(
+        [str(executable), *entrypoint[1:], *cmd],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "PARALLEL_DISPATCH_AUTH_TOKEN" in refused.stderr
 
 
 def test_entrypoint_and_cmd_are_exec_form_and_serve_http_on_all_interfaces() -> None:
