@@ -66,7 +66,8 @@ def host_limited_width(
     if memory < low:
         factor = min(factor, max(memory, 0.0) / low)
         reasons.append(f"only {memory:.0%} of memory is available (threshold {low:.0%})")
-    shrunk = max(1, math.floor(width * factor))
+    # The epsilon keeps 10 x (0.02 / 0.1) at 2, not 1.9999... -> 1.
+    shrunk = max(1, math.floor(width * factor + 1e-9))
     if shrunk >= width:
         return width, None
     return shrunk, (
