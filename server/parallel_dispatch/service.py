@@ -6,7 +6,6 @@ one unit of work (one transaction); observers hear about it only after it commit
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -207,16 +206,18 @@ class DispatchService:
             coord = self._load(uow, result.coordination_id)
             if result.task_id not in coord.tasks:
                 raise UnknownTaskError(coord.coordination_id, result.task_id, sorted(coord.tasks))
+            was_running = coord.state == "running"
             before = lifecycle.terminal_batches(coord)
             finished = lifecycle.expire_timeouts(coord, now)
+            late = coord.tasks[result.task_id].status == "timed_out"
             recorded, task = lifecycle.apply_result(coord, result, now)
-            if recorded:
+            if recorded and not late:  # a late result was already reported as timed_out
                 finished.append(task)
             launched, skipped = lifecycle.settle(coord, now)
             finished.extend(skipped)
             limit_change = self._adapt(uow, coord, before, now)
             uow.save(coord)
-        self._notify(coord, finished, limit_change)
+        self._notify(coord, finished, limit_change, was_running=was_running)
         launch = _launch_items(launched)
         complete = coord.state != "running"
         return Progress(
@@ -257,6 +258,7 @@ class DispatchService:
             )
         with self._store.unit_of_work() as uow:
             coord = self._load(uow, coordination_id)
+            was_running = coord.state == "running"
             before = lifecycle.terminal_batches(coord)
             finished = lifecycle.expire_timeouts(coord, now)
             launched, skipped = lifecycle.settle(coord, now)
@@ -264,7 +266,7 @@ class DispatchService:
             limit_change = self._adapt(uow, coord, before, now)
             uow.save(coord)
             children = uow.children(coord.coordination_id)
-        self._notify(coord, finished, limit_change)
+        self._notify(coord, finished, limit_change, was_running=was_running)
         launch = _launch_items(launched)
         complete = coord.state != "running"
         parent = (
@@ -376,13 +378,15 @@ class DispatchService:
         coord: CoordinationState,
         finished: list[TaskState],
         limit_change: tuple[int, str] | None,
+        *,
+        was_running: bool,
     ) -> None:
         record = _coordination_record(coord)
         for task in finished:
             self.observer.task_finished(record, _task_record(task))
         if limit_change is not None:
             self.observer.adaptive_limit_changed(*limit_change)
-        if finished and coord.state != "running":
+        if was_running and coord.state != "running":
             self.observer.coordination_finished(record, [_task_record(t) for t in coord.ordered()])
 
 
@@ -469,7 +473,3 @@ def _task_record(task: TaskState) -> TaskRecord:
         tokens=task.tokens,
         error=task.error,
     )
-
-
-def plan_from_json(text: str) -> Plan:
-    return Plan.model_validate(json.loads(text))
