@@ -144,6 +144,20 @@ class FanOutScript:
             answer = _json_of(results[0])
             if answer.get("launch"):
                 return self._launch(answer["launch"])
+            if answer.get("state") == "running" or answer.get("results") is None:
+                waiting = [
+                    task["task_id"]
+                    for task in answer.get("tasks", [])
+                    if task.get("status") not in ("succeeded", "failed", "cancelled", "skipped")
+                ]
+                launched = {tid for wave in self.waves for tid in wave.task_ids}
+                raise AssertionError(
+                    "every sub-agent the orchestrator launched has returned, yet get_coordination "
+                    f"offers nothing to launch and is still {answer.get('state')!r}; unfinished "
+                    f"{waiting}, of which never launched by the orchestrator "
+                    f"{sorted(set(waiting) - launched)}; "
+                    f"instructions: {answer.get('instructions')!r}"
+                )
             self.final_coordination = answer
             lines = [f"- {item['task_id']}: {item['status']}" for item in answer["results"]]
             return reply(Text("All tasks finished:\n" + "\n".join(lines)))
@@ -263,7 +277,20 @@ async def _read_back(database: Path, coordination_id: str) -> dict[str, Any]:
     return answer
 
 
-@pytest.mark.parametrize("task_count", [2, 4, 6, 8, 10, 12])
+# Known server bug (reported to the lead): the sub-agent whose record_result ends wave 1 is
+# handed wave 2 in its answer and those tasks are marked running, so the orchestrator's
+# get_coordination offers nothing to launch and the fan-out stalls. strict: flips to a failure
+# as soon as the server is fixed, so this mark cannot outlive the bug.
+SECOND_WAVE_IS_HANDED_TO_A_SUB_AGENT = pytest.mark.xfail(
+    strict=True,
+    reason="server hands wave 2 to the sub-agent that recorded last; get_coordination offers none",
+)
+
+
+@pytest.mark.parametrize(
+    "task_count",
+    [2, 4, 6, 8, 10, pytest.param(12, marks=SECOND_WAVE_IS_HANDED_TO_A_SUB_AGENT)],
+)
 def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     tmp_path: Path, task_count: int
 ) -> None:
@@ -311,6 +338,11 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     final = [event for event in events if event.get("type") == "result"][-1]
     assert final["subtype"] == "success" and not final["is_error"], context
     assert "All tasks finished" in final["result"], context
+    # Claude Code's own account: every sub-agent ran in the foreground, none refused or lost.
+    stats = final["subagent_stats"]
+    assert stats["spawned"] == stats["completed"] == task_count, stats
+    assert stats["requested"]["foreground"] == task_count, stats
+    assert stats["failed"] == 0 and not any(stats["refused"].values()), stats
 
     # The server, not the script, says every task succeeded with what its sub-agent reported.
     assert script.coordination_id is not None, context
