@@ -41,6 +41,8 @@ LOOKAHEAD_MAX_TASKS = 200
 _POOL_FACTOR = 3
 #: How many wave durations (the top tasks' own) the lookahead compares.
 _LOOKAHEAD_CAPS = 8
+#: Up to this many tasks, stream mode also simulates the waves order and the input order.
+_STREAM_ALTERNATIVES_MAX_TASKS = 2_000
 _EPS = 1e-9
 
 
@@ -213,7 +215,7 @@ def waves_lower_bound(g: Graph, width: int, max_thresholds: int | None = None) -
     values = sorted(set(g.dur), reverse=True)
     if max_thresholds is None:
         # Each threshold costs two passes over nodes and edges; keep the total bounded.
-        max_thresholds = max(2, min(len(values), 20_000 // (n + g.edges + 1)))
+        max_thresholds = max(2, min(len(values), 8_000 // (n + g.edges + 1)))
     if len(values) <= max_thresholds:
         picked = list(range(len(values)))
     else:
@@ -249,9 +251,17 @@ def _hu_need(g: Graph, threshold: float, width: int) -> int:
     height = [0] * n
     depth = [0] * n
     for v in reversed(g.topo):
-        height[v] = heavy[v] + max((height[s] for s in g.succs[v]), default=0)
+        h = 0
+        for s in g.succs[v]:
+            if height[s] > h:
+                h = height[s]
+        height[v] = heavy[v] + h
     for v in g.topo:
-        depth[v] = heavy[v] + max((depth[p] for p in g.preds[v]), default=0)
+        k = 0
+        for p in g.preds[v]:
+            if depth[p] > k:
+                k = depth[p]
+        depth[v] = heavy[v] + k
     tall = max(height)
     if tall == 0:
         return 0
@@ -701,11 +711,11 @@ def plan_waves(g: Graph, width: int, thorough: bool = True) -> tuple[list[list[i
         ("dependency levels", level_waves(g, width)),
         ("input-order chunks", baseline_input_chunks(g, width)),
     ]
-    for exponent in (1.0, 0.5, 0.0, 2.0) if small else (1.0, 0.0):
+    for exponent in (1.0, 0.5, 0.0) if small else (1.0, 0.0):
         priority = g.bottom if exponent == 1.0 else bottom_levels(g, exponent)
         name = f"critical-path greedy (chain weight duration^{exponent:g})"
         candidates.append((name, greedy_waves(g, width, priority, lookahead=False)))
-        if small and exponent < 2.0:
+        if small and exponent != 0.5:
             candidates.append((name + " with lookahead", greedy_waves(g, width, priority, True)))
     scored = [(waves_cost(w, g.dur), i, name, w) for i, (name, w) in enumerate(candidates)]
     scored.sort(key=lambda item: (item[0], item[1]))
@@ -714,12 +724,12 @@ def plan_waves(g: Graph, width: int, thorough: bool = True) -> tuple[list[list[i
         recut = resegment(waves, g, width)
         scored[i] = (waves_cost(recut, g.dur), index, name, recut)
     scored.sort(key=lambda item: (item[0], item[1]))
-    budget = max(20 * n, 2_000)
+    budget = max((20 if small else 8) * n, 2_000)
     best_cost, best_name, best = math.inf, "", scored[0][3]
     for cost, _, name, waves in scored[: 4 if small else 1]:
         improved = improve_waves(waves, g, width, budget)
         improved_cost = waves_cost(improved, g.dur)
-        if improved_cost < cost - _EPS:
+        if small and improved_cost < cost - _EPS:
             recut = resegment(improved, g, width)
             improved, improved_cost = recut, waves_cost(recut, g.dur)
         if min(cost, improved_cost) < best_cost - _EPS:
@@ -750,7 +760,9 @@ def plan_schedule(jobs: Sequence[Job], width: int, mode: Literal["waves", "strea
         makespan = waves_makespan
         bound = max(waves_lower_bound(g, width), stream_lower_bound(g, width))
     else:
-        orders = [critical_path_order(g), [v for wave in waves for v in wave], g.topo]
+        orders = [critical_path_order(g)]
+        if len(jobs) <= _STREAM_ALTERNATIVES_MAX_TASKS:
+            orders += [[v for wave in waves for v in wave], g.topo]
         timed = [(stream_makespan(g, order, width), i) for i, order in enumerate(orders)]
         makespan, pick = min(timed)
         dispatch = orders[pick]
