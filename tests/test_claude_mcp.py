@@ -62,8 +62,8 @@ def _status_line(listing: CliRun, name: str) -> str:
     return lines[0]
 
 
-def _add_parallel_dispatch(claude: _Claude) -> Path:
-    database = claude.root / "dispatch.sqlite"
+def _add_parallel_dispatch(claude: _Claude, database: Path | None = None) -> Path:
+    database = database or claude.root / "dispatch.sqlite"
     added = claude(
         "mcp",
         "add",
@@ -101,3 +101,13 @@ def test_claude_mcp_list_reports_a_server_that_exits_at_once_as_failed(claude: _
     assert FAILED in _status_line(listing, "exits-at-once"), listing.describe()
     # The broken neighbour does not take ours down with it.
     assert _status_line(listing, SERVER).endswith(CONNECTED), listing.describe()
+
+
+def test_claude_mcp_list_reports_failed_when_the_database_cannot_be_opened(claude: _Claude) -> None:
+    blocker = claude.root / "a-file"
+    blocker.write_text("not a directory\n")
+    _add_parallel_dispatch(claude, database=blocker / "dispatch.sqlite")
+
+    listing = claude("mcp", "list")
+    # Loud failure, visible to the user, rather than a silent fallback to another database.
+    assert FAILED in _status_line(listing, SERVER), listing.describe()
