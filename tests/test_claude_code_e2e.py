@@ -75,20 +75,12 @@ def expected_batches(task_ids: list[str], cap: int = 10) -> list[list[str]]:
 
 
 @dataclass
-class Wave:
-    """One batch the orchestrator launched: which tasks, from which tool result."""
-
-    task_ids: list[str]
-    launched_mono: float
-
-
-@dataclass
 class FanOutScript:
     """The scripted model: orchestrator and sub-agents, decided from each request."""
 
     task_count: int
     coordination_id: str | None = None
-    waves: list[Wave] = field(default_factory=list)
+    waves: list[list[str]] = field(default_factory=list)
     final_coordination: dict[str, Any] | None = None
     register_answer: dict[str, Any] | None = None
     record_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -150,7 +142,7 @@ class FanOutScript:
                     for task in answer.get("tasks", [])
                     if task.get("status") not in ("succeeded", "failed", "cancelled", "skipped")
                 ]
-                launched = {tid for wave in self.waves for tid in wave.task_ids}
+                launched = {tid for wave in self.waves for tid in wave}
                 raise AssertionError(
                     "every sub-agent the orchestrator launched has returned, yet get_coordination "
                     f"offers nothing to launch and is still {answer.get('state')!r}; unfinished "
@@ -169,9 +161,8 @@ class FanOutScript:
     def _launch(self, launch: list[dict[str, Any]]) -> Reply:
         if not launch:
             raise AssertionError("the server gave nothing to launch")
-        wave = Wave([item["task_id"] for item in launch], time.monotonic())
         with self._changed:
-            self.waves.append(wave)
+            self.waves.append([item["task_id"] for item in launch])
         calls = [
             ToolUse(
                 "Agent",
@@ -220,7 +211,9 @@ class FanOutScript:
         (result,) = results
         if result.name != RECORD or result.is_error:
             raise AssertionError(f"{tid}: record_result failed: {result.text}")
-        self.record_answers[tid] = _json_of(result)
+        answer = _json_of(result)
+        with self._changed:
+            self.record_answers[tid] = answer
         self._wait_for_siblings(tid)
         return reply(Text(f"{tid} done"))
 
@@ -232,10 +225,10 @@ class FanOutScript:
         siblings never start in time is marked broken and nobody waits for it again.
         """
         with self._changed:
-            index, wave = next((i, w) for i, w in enumerate(self.waves) if tid in w.task_ids)
+            index, wave = next((i, w) for i, w in enumerate(self.waves) if tid in w)
             deadline = time.monotonic() + SIBLING_WAIT_S
             while index not in self._broken_waves and not all(
-                sibling in self._started for sibling in wave.task_ids
+                sibling in self._started for sibling in wave
             ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -329,13 +322,17 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
             timeout_s=CLI_TIMEOUT_S,
             log_dir=tmp_path / "logs",
         )
-    context = f"{run.describe()}\n--- model requests ---\n{fake.describe()}"
+    context = (
+        f"{run.describe()}\n--- model requests ---\n{fake.describe()}\n"
+        f"side requests: {script.side_requests}"
+    )
     assert not fake.policy_errors, f"{fake.policy_errors[0][1]}\n{context}"
     assert not run.timed_out, context
     assert run.returncode == 0, context
 
-    events = list(_stream_events(run.stdout))
-    final = [event for event in events if event.get("type") == "result"][-1]
+    results = [event for event in _stream_events(run.stdout) if event.get("type") == "result"]
+    assert results, context
+    final = results[-1]
     assert final["subtype"] == "success" and not final["is_error"], context
     assert "All tasks finished" in final["result"], context
     # Claude Code's own account: every sub-agent ran in the foreground, none refused or lost.
@@ -360,8 +357,11 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     } == dict.fromkeys(script.task_ids, "succeeded")
 
     # Batches: one wave up to the cap, two balanced waves of 6 for 12, in order, none lost.
-    launched = [wave.task_ids for wave in script.waves]
+    launched = script.waves
     assert launched == expected_batches(script.task_ids), launched
+    assert script.register_answer is not None
+    planned = [batch["task_ids"] for batch in script.register_answer["plan"]["batches"]]
+    assert planned == launched, script.register_answer["plan"]
     assert sorted(tid for wave in launched for tid in wave) == script.task_ids
 
     # Every launched task got exactly one sub-agent of its own, and its record_result landed.
