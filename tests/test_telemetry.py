@@ -167,3 +167,18 @@ def test_preset_ids_apply_to_one_span_on_the_calling_thread_only() -> None:
     assert (first.trace_id, first.span_id) == (0xABC, 0xDEF)
     assert second.span_id != 0xDEF
     assert other_thread_ids and other_thread_ids[0] != 0xDEF
+
+
+def test_grpc_protocol_exports_to_a_grpc_collector() -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc", reason="grpc extra not installed")
+    with OtlpReceiver() as receiver:
+        endpoint = receiver.serve_grpc()
+        config = TelemetryConfig.from_env(
+            {}, endpoint=endpoint, protocol="grpc", headers="x-team=infra"
+        )
+        telemetry = configure_telemetry(config, set_global=False)
+        telemetry.observer.tool_called("plan_batches", 0.01, None)
+        telemetry.shutdown()
+        receiver.wait_until(lambda r: r.points, what="a metric point over gRPC")
+        assert receiver.points[0].name == "mcp.server.operation.duration"
+        assert receiver.requests[0][1]["x-team"] == "infra"

@@ -1,4 +1,4 @@
-"""A real OTLP/HTTP protobuf receiver for tests, listening on 127.0.0.1 on a free port.
+"""A real OTLP receiver for tests: HTTP/protobuf (and, on request, gRPC) on 127.0.0.1.
 
 It decodes `ExportTraceServiceRequest` at `/v1/traces` and `ExportMetricsServiceRequest` at
 `/v1/metrics` with `opentelemetry-proto` (what a collector would receive over the wire) and keeps
@@ -12,6 +12,7 @@ import gzip
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -141,6 +142,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._points: list[ReceivedPoint] = []
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self._grpc_server: Any = None
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -183,47 +185,53 @@ class OtlpReceiver:
 
     def _accept(self, path: str, body: bytes, headers: dict[str, str]) -> bytes | None:
         if path == "/v1/traces":
-            traces = ExportTraceServiceRequest.FromString(body)
-            spans = [
-                ReceivedSpan(
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    parent_span_id=span.parent_span_id.hex(),
-                    name=span.name,
-                    kind=SPAN_KINDS.get(span.kind, str(span.kind)),
-                    start_ns=span.start_time_unix_nano,
-                    end_ns=span.end_time_unix_nano,
-                    attributes=_attributes(span.attributes),
-                    links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
-                    status=STATUS_CODES.get(span.status.code, str(span.status.code)),
-                    status_message=span.status.message,
-                    scope=scope_spans.scope.name,
-                    resource=_attributes(resource_spans.resource.attributes),
-                )
-                for resource_spans in traces.resource_spans
-                for scope_spans in resource_spans.scope_spans
-                for span in scope_spans.spans
-            ]
-            with self._condition:
-                self.requests.append((path, headers))
-                self._spans.extend(spans)
-                self._condition.notify_all()
+            self.accept_traces(ExportTraceServiceRequest.FromString(body), headers)
             return bytes(ExportTraceServiceResponse().SerializeToString())
         if path == "/v1/metrics":
-            request = ExportMetricsServiceRequest.FromString(body)
-            points = [
-                point
-                for resource_metrics in request.resource_metrics
-                for scope_metrics in resource_metrics.scope_metrics
-                for metric in scope_metrics.metrics
-                for point in _points(metric, _attributes(resource_metrics.resource.attributes))
-            ]
-            with self._condition:
-                self.requests.append((path, headers))
-                self._points.extend(points)
-                self._condition.notify_all()
+            self.accept_metrics(ExportMetricsServiceRequest.FromString(body), headers)
             return bytes(ExportMetricsServiceResponse().SerializeToString())
         return None
+
+    def accept_traces(self, traces: ExportTraceServiceRequest, headers: dict[str, str]) -> None:
+        """Keep the spans of one decoded export request."""
+        spans = [
+            ReceivedSpan(
+                trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
+                parent_span_id=span.parent_span_id.hex(),
+                name=span.name,
+                kind=SPAN_KINDS.get(span.kind, str(span.kind)),
+                start_ns=span.start_time_unix_nano,
+                end_ns=span.end_time_unix_nano,
+                attributes=_attributes(span.attributes),
+                links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                status=STATUS_CODES.get(span.status.code, str(span.status.code)),
+                status_message=span.status.message,
+                scope=scope_spans.scope.name,
+                resource=_attributes(resource_spans.resource.attributes),
+            )
+            for resource_spans in traces.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+        with self._condition:
+            self.requests.append(("/v1/traces", headers))
+            self._spans.extend(spans)
+            self._condition.notify_all()
+
+    def accept_metrics(self, request: ExportMetricsServiceRequest, headers: dict[str, str]) -> None:
+        """Keep the metric points of one decoded export request."""
+        points = [
+            point
+            for resource_metrics in request.resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+            for point in _points(metric, _attributes(resource_metrics.resource.attributes))
+        ]
+        with self._condition:
+            self.requests.append(("/v1/metrics", headers))
+            self._points.extend(points)
+            self._condition.notify_all()
 
     @property
     def spans(self) -> list[ReceivedSpan]:
@@ -280,7 +288,38 @@ class OtlpReceiver:
 
         return self.wait_until(enough, what=f"{count} spans", **kw)
 
+    def serve_grpc(self) -> str:
+        """Also accept OTLP/gRPC (needs grpcio); returns its endpoint `http://127.0.0.1:<port>`."""
+        import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional extra
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        receiver = self
+
+        def metadata(context: Any) -> dict[str, str]:
+            return {str(k): str(v) for k, v in context.invocation_metadata()}
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc,unused-ignore]  # generated, untyped
+            def Export(self, request: Any, context: Any) -> ExportTraceServiceResponse:
+                receiver.accept_traces(request, metadata(context))
+                return ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc,unused-ignore]  # generated, untyped
+            def Export(self, request: Any, context: Any) -> ExportMetricsServiceResponse:
+                receiver.accept_metrics(request, metadata(context))
+                return ExportMetricsServiceResponse()
+
+        server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]  # generated
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]  # generated
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._grpc_server = server
+        return f"http://127.0.0.1:{port}"
+
     def close(self) -> None:
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None).wait(5)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
