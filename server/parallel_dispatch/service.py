@@ -321,12 +321,14 @@ class DispatchService:
                 host = self._host_reader()
             except (OSError, RuntimeError) as exc:
                 logger.warning("cannot read host load, planning without it: %s", exc)
+        adaptive_limit, adaptive_reason = uow.adaptive_limit_with_reason()
         return PlanningContext(
             hard_cap=self._settings.max_parallel,
             max_active_agents=self._settings.max_active_agents,
             in_flight=uow.in_flight(now),
             host=host,
-            adaptive_limit=uow.adaptive_limit(),
+            adaptive_limit=adaptive_limit,
+            adaptive_reason=adaptive_reason,
             history=uow.observations(HISTORY_WINDOW),
             next_slot_free_in_s=uow.next_slot_free_in_s(now),
             thresholds=HostThresholds(

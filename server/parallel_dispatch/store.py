@@ -222,6 +222,10 @@ class UnitOfWork:
         row = self._session.get(LimiterRow, LIMITER_ROW_ID)
         return None if row is None else row.adaptive_limit
 
+    def adaptive_limit_with_reason(self) -> tuple[int | None, str | None]:
+        row = self._session.get(LimiterRow, LIMITER_ROW_ID)
+        return (None, None) if row is None else (row.adaptive_limit, row.reason)
+
     def set_adaptive_limit(self, limit: int | None, reason: str | None, now: datetime) -> None:
         row = self._session.get(LimiterRow, LIMITER_ROW_ID, with_for_update=True)
         if row is None:
