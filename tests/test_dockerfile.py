@@ -7,11 +7,13 @@ with failure on warnings, plus the structure a user of the image relies on.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,3 +244,64 @@ def test_build_context_includes_what_pip_needs_and_leaves_out_local_state() -> N
     for needed in ("pyproject.toml", "README.md", "server"):
         assert needed not in ignored
         assert needed in shlex.split(copied)
+
+
+@pytest.mark.slow
+def test_build_stage_wheel_from_the_copied_files_carries_the_whole_package_and_migrates(
+    tmp_path: Path,
+) -> None:
+    # The editable install of the test run hides missing package data; the image does not.
+    # Build the wheel the way the build stage does, from only what its COPY lines take.
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, context / name)
+    shutil.copytree(
+        REPO / "server",
+        context / "server",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+    )
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = wheels.glob("parallel_dispatch-*.whl")
+
+    package = context / "server" / "parallel_dispatch"
+    sources = {
+        path.relative_to(package.parent).as_posix() for path in package.rglob("*") if path.is_file()
+    }
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = set(archive.namelist())
+        archive.extractall(tmp_path / "installed")
+    assert sources - packaged == set(), "files the image would lack"
+
+    # The packaged copy, not the editable checkout, migrates a fresh database.
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("PARALLEL_DISPATCH_")
+    }
+    env["PYTHONPATH"] = str(tmp_path / "installed")
+    env["PARALLEL_DISPATCH_DATABASE_URL"] = f"sqlite:///{tmp_path / 'image.db'}"
+    upgraded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, parallel_dispatch, parallel_dispatch.cli as cli; "
+            "print(parallel_dispatch.__file__, file=sys.stderr); "
+            "sys.argv = ['parallel-dispatch', 'db', 'upgrade']; cli.main()",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert str(tmp_path / "installed") in upgraded.stderr
+    assert (tmp_path / "image.db").is_file()
