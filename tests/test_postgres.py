@@ -92,8 +92,9 @@ async def connected(settings: Settings) -> AsyncIterator[Client]:
 async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 def test_migrations_bring_an_empty_postgres_database_to_head_matching_the_models(
