@@ -20,6 +20,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp_types import RequestParamsMeta
 
 from parallel_dispatch.instrumentation import (
     ATTR_COORDINATION_ID,
@@ -345,3 +346,61 @@ def test_a_dead_collector_writes_nothing_but_protocol_to_stdout(tmp_path: Path) 
     assert returncode == 0, stderr
     assert stderr.count("Failed to export spans") <= 1, stderr
     assert elapsed < 30  # shutdown's flush gives up after the short export timeout
+
+
+async def test_a_nested_fan_out_joins_its_parent_task_and_a_traceparent_becomes_a_link(
+    tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    caller = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    params = stdio(
+        tmp_path / "nested.db", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, **FAST_EXPORT
+    )
+    with anyio.fail_after(60):
+        async with Client(params) as client:
+            result = await client.call_tool(
+                "register_coordination",
+                {"tasks": [{"id": "fan"}, {"id": "solo"}], "label": "outer"},
+                meta=RequestParamsMeta(traceparent=caller),  # type: ignore[typeddict-unknown-key]  # PEP 728 extra_items
+            )
+            assert result.structured_content is not None, result.content
+            outer = result.structured_content["coordination_id"]
+            inner_reg = await call_ok(
+                client,
+                "register_coordination",
+                tasks=[{"id": "i1"}, {"id": "i2"}],
+                label="inner",
+                parent={"coordination_id": outer, "task_id": "fan"},
+            )
+            for task_id in ("i1", "i2"):
+                await call_ok(
+                    client,
+                    "record_result",
+                    coordination_id=inner_reg["coordination_id"],
+                    task_id=task_id,
+                    status="succeeded",
+                    summary="done",
+                )
+            for task_id in ("fan", "solo"):
+                await call_ok(
+                    client,
+                    "record_result",
+                    coordination_id=outer,
+                    task_id=task_id,
+                    status="succeeded",
+                    summary="done",
+                )
+
+    def both_workflows(r: OtlpReceiver) -> list[ReceivedSpan] | None:
+        names = {s.name for s in r.spans}
+        if not {"invoke_workflow outer", "invoke_workflow inner"} <= names:
+            return None
+        return r.spans
+
+    spans = receiver.wait_until(both_workflows, what="both workflow spans")
+    (outer_span,) = [s for s in spans if s.name == "invoke_workflow outer"]
+    (inner_span,) = [s for s in spans if s.name == "invoke_workflow inner"]
+    (fan,) = [s for s in spans if s.attributes.get(ATTR_TASK_ID) == "fan"]
+    assert outer_span.links == [("ab" * 16, "cd" * 8)]
+    assert inner_span.trace_id == fan.trace_id == outer_span.trace_id
+    assert inner_span.parent_span_id == fan.span_id
+    assert fan.start_ns <= inner_span.start_ns <= inner_span.end_ns <= fan.end_ns
