@@ -357,3 +357,46 @@ def test_an_unreachable_collector_does_not_slow_the_hooks() -> None:
         shutdown_s = time.perf_counter() - shutdown_started
     assert per_hook < 0.005
     assert shutdown_s < 10
+
+
+def test_timed_out_and_never_launched_tasks_are_spans_too(receiver: OtlpReceiver) -> None:
+    telemetry = start_telemetry(receiver.endpoint)
+    coord = coordination(mode="stream")
+    lost, skipped = six_tasks()[:2]
+    lost = replace(lost, status="timed_out", error=None)
+    skipped = replace(skipped, status="skipped", launched_at=None, error="t1 timed out")
+    telemetry.observer.task_finished(coord, lost)
+    telemetry.observer.task_finished(coord, skipped)
+    telemetry.shutdown()
+
+    spans = {s.attributes[ATTR_TASK_ID]: s for s in receiver.wait_for_spans(2)}
+    assert spans["t1"].attributes[ERROR_TYPE] == "timed_out"
+    assert spans["t1"].status == "error"
+    assert spans["t2"].attributes[ATTR_TASK_STATUS] == "skipped"
+    assert ERROR_TYPE not in spans["t2"].attributes
+    assert spans["t2"].attributes["parallel_dispatch.task.launched"] is False
+    assert skipped.finished_at is not None
+    assert spans["t2"].start_ns == spans["t2"].end_ns == ns(skipped.finished_at)
+
+
+def test_a_callers_traceparent_as_parent_is_linked_and_not_counted_as_nested(
+    receiver: OtlpReceiver,
+) -> None:
+    telemetry = start_telemetry(receiver.endpoint)
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    coord = coordination(
+        parent=(caller_trace, caller_span), link=f"00-{caller_trace}-{caller_span}-01"
+    )
+    telemetry.observer.coordination_registered(coord, [])
+    telemetry.observer.coordination_finished(finish(coord, six_tasks()), six_tasks())
+    receiver.wait_until(
+        lambda r: r.latest(METRIC_COORDINATIONS_STARTED), what="coordination counter"
+    )
+    telemetry.shutdown()
+
+    (workflow,) = by_name(receiver.wait_for_spans(3, trace_id=caller_trace), "invoke_workflow")
+    assert workflow.parent_span_id == caller_span
+    assert workflow.links == [(caller_trace, caller_span)]
+    started = receiver.latest(METRIC_COORDINATIONS_STARTED)
+    assert started is not None
+    assert started.attributes["parallel_dispatch.coordination.nested"] is False

@@ -299,8 +299,7 @@ class OtelObserver:
             1,
             {
                 ATTR_COORDINATION_MODE: coordination.mode,
-                ATTR_COORDINATION_NESTED: coordination.parent_span_id is not None
-                and coordination.link_traceparent is None,
+                ATTR_COORDINATION_NESTED: _parent_is_a_task(coordination),
             },
         )
 
@@ -436,10 +435,11 @@ class OtelObserver:
         link = _link_from_traceparent(coordination.link_traceparent or "")
         parent = None
         if coordination.parent_span_id is not None:
-            remote = link is not None and f"{link.context.span_id:016x}" == (
-                coordination.parent_span_id
+            parent = _local_parent(
+                coordination.trace_id,
+                coordination.parent_span_id,
+                remote=not _parent_is_a_task(coordination),
             )
-            parent = _local_parent(coordination.trace_id, coordination.parent_span_id, remote)
         self._emit(
             name,
             trace_id=coordination.trace_id,
@@ -534,6 +534,14 @@ def _local_parent(trace_id: str, span_id: str, remote: bool = False) -> SpanCont
         is_remote=remote,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
+
+
+def _parent_is_a_task(coordination: CoordinationRecord) -> bool:
+    """Whether the parent span is a task of ours (nested) rather than the caller's traceparent."""
+    if coordination.parent_span_id is None:
+        return False
+    link = _link_from_traceparent(coordination.link_traceparent or "")
+    return link is None or f"{link.context.span_id:016x}" != coordination.parent_span_id
 
 
 def _task_duration_s(task: TaskRecord) -> float | None:
