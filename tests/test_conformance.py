@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.npm_tools import conformance_command, server_env, serving_http
+from tests.support.npm_tools import conformance_command
+from tests.support.processes import http_server, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,8 @@ def test_baseline_lists_no_scenario_that_applies_to_every_server_and_says_why() 
 def test_conformance_suite_passes_every_scenario_that_applies_to_this_server(
     tmp_path: Path,
 ) -> None:
-    env = server_env(tmp_path)
-    with serving_http(env, tmp_path / "server.log") as base_url:
+    database_url = f"sqlite:///{tmp_path / 'dispatch.db'}"
+    with http_server(database_url, tmp_path) as (base_url, _process):
         done = subprocess.run(
             [
                 *conformance_command(),
@@ -72,7 +73,7 @@ def test_conformance_suite_passes_every_scenario_that_applies_to_this_server(
             capture_output=True,
             text=True,
             cwd=tmp_path,
-            env={**env, "HOME": str(tmp_path / "conformance-home")},
+            env={**server_env(database_url), "HOME": str(tmp_path / "conformance-home")},
             timeout=SUITE_TIMEOUT_S,
             check=False,
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.npm_tools import free_loopback_port, server_env, serving_http
+from tests.support.processes import free_port, http_server, server_env
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -170,8 +170,9 @@ def test_healthcheck_probe_succeeds_against_a_running_server_and_fails_without_o
 ) -> None:
     # Without a Docker engine, run the image's probe with this Python against the real server.
     probe = healthcheck_probe()
-    env = server_env(tmp_path)
-    with serving_http(env, tmp_path / "server.log") as base_url:
+    database_url = f"sqlite:///{tmp_path / 'dispatch.db'}"
+    env = server_env(database_url)
+    with http_server(database_url, tmp_path) as (base_url, _process):
         port = base_url.rsplit(":", 1)[1]
         healthy = subprocess.run(
             [sys.executable, "-c", probe],
@@ -198,7 +199,9 @@ def test_image_command_refuses_all_interfaces_without_a_token(tmp_path: Path) ->
     entrypoint = next(json.loads(i.arguments) for i in stage if i.keyword == "ENTRYPOINT")
     cmd = next(json.loads(i.arguments) for i in stage if i.keyword == "CMD")
     executable = Path(sys.executable).with_name(entrypoint[0])
-    env = {**server_env(tmp_path), "PARALLEL_DISPATCH_PORT": str(free_loopback_port())}
+    env = server_env(
+        f"sqlite:///{tmp_path / 'dispatch.db'}", PARALLEL_DISPATCH_PORT=str(free_port())
+    )
     refused = subprocess.run(
         [str(executable), *entrypoint[1:], *cmd],
         env=env,

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.npm_tools import inspector_command, server_env, serving_http
+from tests.support.npm_tools import inspector_command
+from tests.support.processes import http_server, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,8 @@ def structured(outcome: Outcome) -> dict[str, Any]:
 @pytest.fixture(params=["stdio", "http"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """The server under test, one fresh SQLite database per test."""
-    env = server_env(tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'dispatch.db'}"
+    env = server_env(database_url)
     if request.param == "stdio":
         # Each Inspector run starts its own server process; they share the SQLite file. The
         # Inspector gives a stdio server only a minimal environment plus its `-e` pairs.
@@ -106,7 +108,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         argv = [sys.executable, "-m", "parallel_dispatch", "serve", *passed]
         yield Target(argv, env, tmp_path)
     else:
-        with serving_http(env, tmp_path / "server.log") as base_url:
+        with http_server(database_url, tmp_path) as (base_url, _process):
             yield Target([f"{base_url}/mcp"], env, tmp_path)
 
 
@@ -202,9 +204,10 @@ def test_inspector_reports_a_bad_call_as_a_tool_error_with_exit_code_5(target: T
 
 
 def test_http_server_with_a_token_refuses_the_inspector_without_it(tmp_path: Path) -> None:
-    env = server_env(tmp_path, auth_token="s3cret-token-for-tests")
-    with serving_http(env, tmp_path / "server.log") as base_url:
-        target = Target([f"{base_url}/mcp"], env, tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'dispatch.db'}"
+    token = {"PARALLEL_DISPATCH_AUTH_TOKEN": "s3cret-token-for-tests"}
+    with http_server(database_url, tmp_path, **token) as (base_url, _process):
+        target = Target([f"{base_url}/mcp"], server_env(database_url, **token), tmp_path)
 
         refused = inspect(target, "--method", "tools/list")
         assert refused.returncode != EXIT_OK, refused.describe()

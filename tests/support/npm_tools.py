@@ -1,5 +1,4 @@
-"""Pinned npm tools for the end-to-end tests (MCP Inspector, conformance suite, Node 22),
-and the real HTTP server subprocess those external clients are pointed at.
+"""Pinned npm tools for the end-to-end tests (MCP Inspector, conformance suite, Node 22).
 
 Each ``package@version`` is installed once into its own prefix under
 ``~/.cache/parallel-dispatch-tests/npm/`` (``PARALLEL_DISPATCH_TEST_NPM_CACHE`` overrides the
@@ -14,15 +13,9 @@ import fcntl
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,98 +141,3 @@ def conformance_command() -> list[str]:
     """Return the argv prefix that runs the pinned conformance suite on Node 22."""
     script = npm_bin(*CONFORMANCE, "conformance").resolve()
     return [str(node22()), str(script)]
-
-
-# --- the server those tools talk to -------------------------------------------------------
-
-
-def free_loopback_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def server_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    """Environment for a server subprocess with its own SQLite file and state dirs in tmp_path."""
-    # The caller's own PARALLEL_DISPATCH_* / OTEL_* settings must not leak into the server.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PARALLEL_DISPATCH_", "OTEL_"))
-    }
-    env.update(
-        {
-            "HOME": str(tmp_path / "home"),
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "PARALLEL_DISPATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'dispatch.db'}",
-            "PARALLEL_DISPATCH_HOST_PRESSURE": "off",
-        }
-    )
-    env.update({f"PARALLEL_DISPATCH_{key.upper()}": value for key, value in settings.items()})
-    return env
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Terminate a process started with ``start_new_session=True`` and everything it spawned."""
-    for sig, grace_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        return
-
-
-@contextmanager
-def serving_http(env: dict[str, str], log_path: Path, startup_s: float = 60.0) -> Iterator[str]:
-    """Run ``parallel-dispatch serve --http`` on a free loopback port; yield its base URL.
-
-    Waits, up to ``startup_s``, for ``GET /healthz`` to answer 200; fails the test with the
-    server's log if it exits or never becomes healthy. Kills the process group afterwards.
-    """
-    port = free_loopback_port()
-    executable = Path(sys.executable).with_name("parallel-dispatch")
-    command = [str(executable), "serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
-    base_url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            _wait_healthy(process, f"{base_url}/healthz", startup_s, log_path)
-            yield base_url
-        finally:
-            stop_process_group(process)
-
-
-def _wait_healthy(
-    process: subprocess.Popen[bytes], url: str, deadline_s: float, log_path: Path
-) -> None:
-    deadline = time.monotonic() + deadline_s
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"server exited with {process.returncode} before {url} answered:\n"
-                + log_path.read_text(errors="replace")[-4000:]
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-                last_error = f"HTTP {response.status}"
-        except (OSError, urllib.error.URLError) as exc:
-            last_error = repr(exc)
-        # Poll interval of a bounded wait: the deadline above is what ends it.
-        time.sleep(0.1)
-    pytest.fail(
-        f"{url} not healthy after {deadline_s}s ({last_error}):\n"
-        + log_path.read_text(errors="replace")[-4000:]
-    )
