@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -377,6 +378,9 @@ def _resource(config: TelemetryConfig) -> Resource:
     version = _package_version()
     if version is not None:
         attributes["service.version"] = version
+    # Each process its own instance: several servers (one per Claude Code session) may feed
+    # one collector, and their cumulative counters must not be mixed into one series.
+    attributes["service.instance.id"] = str(uuid.uuid4())
     attributes.update(config.resource_attributes)
     attributes["service.name"] = config.service_name
     return Resource(attributes)
