@@ -182,3 +182,14 @@ def test_grpc_protocol_exports_to_a_grpc_collector() -> None:
         receiver.wait_until(lambda r: r.points, what="a metric point over gRPC")
         assert receiver.points[0].name == "mcp.server.operation.duration"
         assert receiver.requests[0][1]["x-team"] == "infra"
+
+
+def test_grpc_without_its_exporter_is_refused_when_the_config_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import parallel_dispatch.telemetry as telemetry_module
+
+    monkeypatch.setattr(telemetry_module, "_grpc_installed", lambda: False)
+    with pytest.raises(TelemetryConfigError, match="opentelemetry-exporter-otlp-proto-grpc"):
+        TelemetryConfig.from_env({}, endpoint="http://c:4317", protocol="grpc")
+    assert not TelemetryConfig.from_env({}, protocol="grpc").enabled  # no endpoint: no error

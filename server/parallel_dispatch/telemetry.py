@@ -11,6 +11,7 @@ per kind of failure every few minutes. Nothing here ever writes to stdout.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -140,6 +141,8 @@ class TelemetryConfig:
                 f"OTLP protocol {self.otlp_protocol!r} is not supported; "
                 f"use {PROTOCOL_HTTP_PROTOBUF!r} or {PROTOCOL_GRPC!r}"
             )
+        if self.otlp_protocol == PROTOCOL_GRPC and self.enabled and not _grpc_installed():
+            raise _grpc_missing()
         for name in ("export_interval_s", "export_timeout_s", "span_schedule_delay_s"):
             if getattr(self, name) <= 0:
                 raise TelemetryConfigError(f"{name} must be positive")
@@ -189,7 +192,8 @@ class TelemetryConfig:
         `OTEL_TRACES_EXPORTER=none` / `OTEL_METRICS_EXPORTER=none` turn one signal off.
 
         Raises:
-            TelemetryConfigError: a variable or flag is malformed.
+            TelemetryConfigError: a variable or flag is malformed, or asks for gRPC without
+                the gRPC exporter installed.
         """
 
         def env(name: str) -> str | None:
@@ -422,6 +426,13 @@ def _metric_exporter(config: TelemetryConfig, url: str) -> MetricExporter:
     return OTLPMetricExporter(
         endpoint=url, headers=config.otlp_headers, timeout=config.export_timeout_s
     )
+
+
+def _grpc_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _grpc_missing() -> TelemetryConfigError:
