@@ -21,6 +21,7 @@ from parallel_dispatch.db import current_revision, make_engine, upgrade_database
 from parallel_dispatch.errors import DispatchError
 from parallel_dispatch.server import build_server, build_service
 from parallel_dispatch.settings import LOOPBACK_HOSTS, Settings
+from parallel_dispatch.setup_commands import doctor, install
 from parallel_dispatch.telemetry import (
     Telemetry,
     TelemetryConfig,
@@ -144,3 +145,7 @@ def db_upgrade(database_url: str | None) -> None:
         click.echo(f"database at revision {current_revision(engine)}: {settings.database_url}")
     except DispatchError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+main.add_command(install)
+main.add_command(doctor)
