@@ -10,13 +10,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from parallel_dispatch import tables  # noqa: F401  (registers the tables)
-from parallel_dispatch.db import current_revision, make_engine, upgrade_database
+from parallel_dispatch.db import (
+    alembic_config,
+    current_revision,
+    make_engine,
+    upgrade_database,
+)
 from parallel_dispatch.errors import StorageError
 from parallel_dispatch.models import ResultIn, TaskSpec
 from parallel_dispatch.server import build_service
@@ -90,15 +96,48 @@ def test_the_models_and_the_migrations_agree(database_url: str) -> None:
         assert compare_metadata(context, SQLModel.metadata) == []
 
 
-def test_upgrading_an_existing_database_keeps_its_data(database_url: str) -> None:
-    service = build_service(Settings(database_url=database_url, host_pressure=False))
-    cid = _register(service, 3)
+def test_a_database_written_by_the_first_schema_is_upgraded_and_resumable(
+    database_url: str,
+) -> None:
     engine = make_engine(database_url)
-    revision = current_revision(engine)
-    upgrade_database(engine)
-    assert current_revision(engine) == revision == "0001_initial"
-    again = build_service(Settings(database_url=database_url, host_pressure=False))
-    assert again.get_coordination(cid).total == 3
+    command.upgrade(alembic_config(engine), "0001_initial")
+    launched = "2026-01-01 12:00:00.000000"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO coordination (id, label, mode, state, width, task_timeout_s, "
+                "plan_json, trace_id, span_id, created_at) VALUES ('co_old', 'old', 'waves', "
+                '\'running\', 2, 1800, \'{"mode": "waves", "width": 2, "batches": [], '
+                '"dispatch_order": []}\', :trace, :span, :at)'
+            ),
+            {"trace": "a" * 32, "span": "b" * 16, "at": launched},
+        )
+        for task_id, status in (("t0", "running"), ("t1", "pending")):
+            connection.execute(
+                text(
+                    "INSERT INTO task (coordination_id, task_id, agent, depends_on_json, "
+                    "batch_index, dispatch_rank, span_id, status, launched_at) VALUES "
+                    "('co_old', :id, 'general-purpose', '[]', :batch, :batch, :span, :status, :at)"
+                ),
+                {
+                    "id": task_id,
+                    "batch": int(task_id[1]),
+                    "span": task_id * 8,
+                    "status": status,
+                    "at": launched if status == "running" else None,
+                },
+            )
+    assert current_revision(engine) == "0001_initial"
+    service = build_service(Settings(database_url=database_url, host_pressure=False))
+    assert current_revision(engine) == "0002_task_announced_at"
+    view = service.get_coordination("co_old")
+    assert view.launch == []  # t0 was handed out by the old release already
+    progress = service.record_result(
+        ResultIn(coordination_id="co_old", task_id="t0", status="succeeded", summary="ok")
+    )
+    assert [item.task_id for item in progress.launch] == ["t1"]
+    upgrade_database(engine)  # a second upgrade is a no-op
+    assert service.get_coordination("co_old").total == 2
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(database_url: str) -> None:
@@ -150,7 +189,7 @@ def test_db_upgrade_command_migrates_and_reports_the_revision(tmp_path: Path) ->
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "0001_initial" in completed.stdout
+    assert "0002_task_announced_at" in completed.stdout
 
 
 def test_the_default_database_lives_in_the_xdg_state_directory(tmp_path: Path) -> None:

@@ -350,3 +350,32 @@ async def test_structured_output_is_accepted_within_bounds(client: Client) -> No
         client, reg["coordination_id"], "t0", output={"files": ["a.py"], "score": 3}, tokens=1200
     )
     assert progress["state"] == "completed"
+
+
+async def test_the_orchestrator_hears_of_a_batch_a_sub_agent_unblocked_exactly_once(
+    client: Client, clock: FakeClock
+) -> None:
+    reg = await call_ok(client, "register_coordination", tasks=tasks(12))
+    cid = reg["coordination_id"]
+    first = [item["task_id"] for item in reg["launch"]]
+    for task_id in first:
+        progress = await finish(client, cid, task_id)
+    # the last sub-agent's answer names the next wave but tells it not to launch it ...
+    second = [item["task_id"] for item in progress["launch"]]
+    assert len(second) == 6
+    assert "get_coordination" in progress["instructions"]
+    # ... and the orchestrator gets it, once, from get_coordination
+    clock.advance(30)
+    view = await call_ok(client, "get_coordination", coordination_id=cid)
+    assert [item["task_id"] for item in view["launch"]] == second
+    assert "ONE message" in view["instructions"]
+    again = await call_ok(client, "get_coordination", coordination_id=cid)
+    assert again["launch"] == []
+    assert "waiting for 6 running" in again["instructions"]
+    # its clock starts when the orchestrator heard of it, not when the sub-agent reported
+    clock.advance(10)
+    done = await finish(client, cid, second[0])
+    assert done["recorded"] is True
+    view = await call_ok(client, "get_coordination", coordination_id=cid)
+    durations = {t["task_id"]: t["duration_s"] for t in view["tasks"]}
+    assert durations[second[0]] == pytest.approx(10.0)

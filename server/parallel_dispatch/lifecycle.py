@@ -29,6 +29,7 @@ class TaskState:
     estimate_s: float | None = None
     status: str = "pending"
     launched_at: datetime | None = None
+    announced_at: datetime | None = None
     deadline_at: datetime | None = None
     finished_at: datetime | None = None
     duration_s: float | None = None
@@ -180,6 +181,26 @@ def _launch(task: TaskState, coord: CoordinationState, now: datetime) -> None:
     task.launched_at = now
     task.deadline_at = now + timedelta(seconds=coord.task_timeout_s)
     task.changed = True
+
+
+def announce(coord: CoordinationState, now: datetime) -> list[TaskState]:
+    """Hand the orchestrator every running task it has not been told to launch yet.
+
+    A task that became ready inside a sub-agent's `record_result` was started then, but that
+    answer went to the sub-agent, not to the orchestrator. The orchestrator hears of it here
+    (from `register_coordination` or `get_coordination`); its clock restarts now, because
+    this is when it will really be launched.
+    """
+    announced = []
+    for task in coord.ordered():
+        if task.status == "running" and task.announced_at is None:
+            if task.launched_at is not None and task.launched_at < now:
+                task.launched_at = now
+                task.deadline_at = now + timedelta(seconds=coord.task_timeout_s)
+            task.announced_at = now
+            task.changed = True
+            announced.append(task)
+    return announced
 
 
 def launch_ready(coord: CoordinationState, now: datetime) -> list[TaskState]:

@@ -119,7 +119,8 @@ class DispatchService:
             coord = self._new_coordination(
                 uow, tasks, plan, label, parent, task_timeout_s, traceparent, now
             )
-            launched, _ = lifecycle.settle(coord, now)
+            lifecycle.settle(coord, now)
+            launched = lifecycle.announce(coord, now)
             uow.add_coordination(coord)
         record = _coordination_record(coord)
         self.observer.plan_made(plan, tool="register_coordination")
@@ -229,7 +230,7 @@ class DispatchService:
             failed=coord.failed,
             state=coord.state,
             launch=launch,
-            instructions=_progress_instructions(coord, launch),
+            instructions=_record_instructions(coord, launch),
             results=_results(coord) if complete else None,
         )
 
@@ -261,8 +262,9 @@ class DispatchService:
             was_running = coord.state == "running"
             before = lifecycle.terminal_batches(coord)
             finished = lifecycle.expire_timeouts(coord, now)
-            launched, skipped = lifecycle.settle(coord, now)
+            _, skipped = lifecycle.settle(coord, now)
             finished.extend(skipped)
+            launched = lifecycle.announce(coord, now)
             limit_change = self._adapt(uow, coord, before, now)
             uow.save(coord)
             children = uow.children(coord.coordination_id)
@@ -432,6 +434,17 @@ def _launch_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> 
         f"(subagent_type = agent, run_in_background: {background}). Tell each sub-agent to "
         f'call record_result(coordination_id="{coord.coordination_id}", task_id=<its id>, '
         "status, summary) when done; if one cannot, record it for them."
+    )
+
+
+def _record_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
+    if coord.state != "running" or not launch:
+        return _progress_instructions(coord, launch)
+    ids = ", ".join(item.task_id for item in launch)
+    return (
+        f"Recorded. Next ready: {ids}. Orchestrator: call get_coordination("
+        f'coordination_id="{coord.coordination_id}") and launch its `launch` list. '
+        "Sub-agent: do not launch them; end your reply saying the next tasks are ready."
     )
 
 

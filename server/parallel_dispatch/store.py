@@ -99,6 +99,7 @@ class UnitOfWork:
             for name in (
                 "status",
                 "launched_at",
+                "announced_at",
                 "deadline_at",
                 "finished_at",
                 "duration_s",
@@ -295,6 +296,7 @@ def _task_row(coordination_id: str, task: TaskState) -> TaskRow:
         estimate_s=task.estimate_s,
         status=task.status,
         launched_at=task.launched_at,
+        announced_at=task.announced_at,
         deadline_at=task.deadline_at,
         finished_at=task.finished_at,
         duration_s=task.duration_s,
@@ -318,6 +320,7 @@ def _task_state(row: TaskRow) -> TaskState:
         estimate_s=row.estimate_s,
         status=row.status,
         launched_at=row.launched_at,
+        announced_at=row.announced_at,
         deadline_at=row.deadline_at,
         finished_at=row.finished_at,
         duration_s=row.duration_s,

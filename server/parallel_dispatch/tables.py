@@ -79,6 +79,7 @@ class TaskRow(SQLModel, table=True):
     estimate_s: float | None = None
     status: str = Field(max_length=16)
     launched_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    announced_at: datetime | None = Field(default=None, sa_column=_utc_column())
     deadline_at: datetime | None = Field(default=None, sa_column=_utc_column())
     finished_at: datetime | None = Field(default=None, sa_column=_utc_column())
     duration_s: float | None = None
