@@ -28,6 +28,7 @@ from tests.support.npm_tools import npm_bin
 
 CLAUDE_CODE_VERSION = "2.1.332"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
+_unavailable: list[str] = []
 
 
 def claude_executable_or_skip() -> Path:
@@ -37,7 +38,14 @@ def claude_executable_or_skip() -> Path:
     against racing test processes). The binary inside the package must really run and report
     the pinned version, or the calling test fails.
     """
-    executable = npm_bin(CLAUDE_CODE_PACKAGE, CLAUDE_CODE_VERSION, "claude")
+    if _unavailable:
+        pytest.skip(_unavailable[0])
+    try:
+        executable = npm_bin(CLAUDE_CODE_PACKAGE, CLAUDE_CODE_VERSION, "claude")
+    except pytest.skip.Exception as exc:
+        # An unreachable registry costs minutes of npm retries: find that out once per run.
+        _unavailable.append(str(exc.msg))
+        raise
     with tempfile.TemporaryDirectory(prefix="claude-version-") as scratch_dir:
         done = _version_of(executable, Path(scratch_dir))
     if done.returncode != 0 or not done.stdout.startswith(CLAUDE_CODE_VERSION):
