@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from parallel_dispatch.cli import main
+from parallel_dispatch.db import head_revision
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,7 @@ def test_a_healthy_setup_passes_with_a_warning_for_the_missing_claude_cli(
     assert result.exit_code == 0, result.output
     assert line_of(result, "configuration").startswith("ok ")
     assert line_of(result, "database") == (
-        f"ok    database      {url} opens, migrated to revision 0001_initial"
+        f"ok    database      {url} opens, migrated to revision {head_revision()}"
     )
     assert line_of(result, "telemetry").startswith("ok    telemetry     off")
     assert line_of(result, "claude code").startswith("warn  claude code   the claude CLI")

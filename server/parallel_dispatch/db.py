@@ -13,6 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -95,6 +96,14 @@ def upgrade_database(engine: Engine) -> None:
             f"cannot open or migrate the database at {engine.url.render_as_string()}: {exc}. "
             "Check PARALLEL_DISPATCH_DATABASE_URL and that the location is writable."
         ) from exc
+
+
+def head_revision() -> str:
+    """The newest schema revision this release ships."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    if head is None:
+        raise StorageError("the packaged migrations have no head revision")
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from parallel_dispatch.claude_config import DEFAULT_SERVER_NAME, claude_get_argv, parse_mcp_get
-from parallel_dispatch.db import alembic_config, current_revision, make_engine, upgrade_database
+from parallel_dispatch.db import current_revision, head_revision, make_engine, upgrade_database
 from parallel_dispatch.errors import DispatchError
 from parallel_dispatch.settings import LOOPBACK_HOSTS, Settings
 from parallel_dispatch.telemetry import PROTOCOL_GRPC, TelemetryConfig, TelemetryConfigError
@@ -96,7 +95,7 @@ def check_database(url: str) -> CheckResult:
     try:
         upgrade_database(engine)
         revision = current_revision(engine)
-        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        head = head_revision()
     except DispatchError as exc:
         return CheckResult("database", "fail", str(exc), fix)
     except SQLAlchemyError as exc:
