@@ -75,34 +75,6 @@ def words(count: int, salt: int) -> str:
     return " ".join(filler[(salt + i) % len(filler)] for i in range(count))
 
 
-def compact_schema(schema: Any) -> Any:
-    """PROPOSAL (not applied by the server): the same schema without what costs tokens and
-    tells the model nothing: pydantic's auto `title`s, `default: null`, and the
-    `anyOf: [X, {type: null}]` wrapper of optional arguments (optional = not in `required`).
-    Validation is unchanged because the SDK validates arguments with the pydantic model.
-    """
-    if isinstance(schema, list):
-        return [compact_schema(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {}
-    for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key == "default" and value is None:
-            continue
-        if key == "properties" and isinstance(value, dict):
-            out[key] = {name: compact_schema(prop) for name, prop in value.items()}
-            continue
-        out[key] = compact_schema(value)
-    options = out.get("anyOf")
-    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
-        (kept,) = [option for option in options if option != {"type": "null"}]
-        del out["anyOf"]
-        out = {**kept, **out}
-    return out
-
-
 def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -135,9 +107,6 @@ async def measure(summary_words: int, prompt_words: int) -> dict[str, Any]:
                         "output_schema": compact(tool.output_schema or {}),
                         "seen": compact(seen),
                         "with_output": compact(with_output),
-                        "compacted": compact(
-                            {**seen, "input_schema": compact_schema(tool.input_schema)}
-                        ),
                     }
                 )
             tasks = [
@@ -202,8 +171,6 @@ def main() -> int:
     tools_all = "[" + ",".join(t["with_output"] for t in data["per_tool"]) + "]"
     print(row("tools/list total", tools_seen))
     print(row("tools/list total with output schemas", tools_all))
-    tools_compacted = "[" + ",".join(t["compacted"] for t in data["per_tool"]) + "]"
-    print(row("tools/list, compacted schemas (proposal)", tools_compacted))
     print()
     print(
         f"answers of a {TASKS}-task fan-out ({args.prompt_words}-word prompts, "
@@ -230,10 +197,6 @@ def main() -> int:
         "final record_result: ~"
         f"{tokens(data['final_progress'])} tokens, of which the {TASKS} summaries are "
         f"~{sum(tokens(words(args.summary_words, 3 * i)) for i in range(TASKS))}"
-    )
-    print(
-        f"proposal: compacted input schemas would make tools/list ~{tokens(tools_compacted)} "
-        "tokens (see compact_schema)"
     )
     print("estimates: chars/4 and word/punct heuristics, not a tokenizer; target uses the max")
     return 1 if missed else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -379,3 +380,20 @@ async def test_the_orchestrator_hears_of_a_batch_a_sub_agent_unblocked_exactly_o
     view = await call_ok(client, "get_coordination", coordination_id=cid)
     durations = {t["task_id"]: t["duration_s"] for t in view["tasks"]}
     assert durations[second[0]] == pytest.approx(10.0)
+
+
+async def test_tools_list_stays_compact_and_optional_nulls_are_still_accepted(
+    client: Client,
+) -> None:
+    listed = (await client.list_tools()).tools
+    seen = json.dumps(
+        [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in listed
+        ],
+        separators=(",", ":"),
+    )
+    assert '"title"' not in seen and '"default":null' not in seen
+    assert len(seen) < 6000  # ~1,500 tokens; the budget bench has the detail
+    plan = await call_ok(client, "plan_batches", tasks=tasks(3), max_parallel=None)
+    assert plan["width"] == 10

@@ -19,7 +19,7 @@ MAX_ERROR_CHARS = 4_000
 MAX_OUTPUT_BYTES = 64 * 1024
 MAX_TOKENS = 1_000_000_000
 
-TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN, description="1-64 chars of [A-Za-z0-9._:-]")]
+TaskId = Annotated[str, Field(pattern=TASK_ID_PATTERN)]
 Mode = Literal["waves", "stream"]
 TaskStatus = Literal[
     "pending", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"

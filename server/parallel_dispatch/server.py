@@ -16,7 +16,7 @@ from parallel_dispatch.prompts import register_prompts
 from parallel_dispatch.service import DispatchService, utc_now
 from parallel_dispatch.settings import Settings
 from parallel_dispatch.store import Store
-from parallel_dispatch.tools import register_tools
+from parallel_dispatch.tools import contract_tools
 
 SERVER_NAME = "parallel-dispatch"
 INSTRUCTIONS = (
@@ -57,7 +57,7 @@ def build_server(settings: Settings, service: DispatchService | None = None) -> 
         version=__version__,
         instructions=INSTRUCTIONS,
         log_level=settings.log_level,
+        tools=contract_tools(service),
     )
-    register_tools(server, service)
     register_prompts(server)
     return server

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -75,10 +76,39 @@ def _traceparent(ctx: Context[Any, Any] | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
-    """Add the four contract tools to `server`."""
+def compact_schema(schema: Any) -> Any:
+    """The advertised schema without what costs tokens and tells a model nothing.
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    Drops pydantic's automatic `title`s and `default: null`, and unwraps the
+    `anyOf: [X, {type: null}]` of optional arguments (optional = not `required`). Arguments
+    are still validated by the full pydantic model, so accepting `null` is unchanged.
+    """
+    if isinstance(schema, list):
+        return [compact_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if (key == "title" and isinstance(value, str)) or (key == "default" and value is None):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: compact_schema(prop) for name, prop in value.items()}
+        else:
+            out[key] = compact_schema(value)
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        (kept,) = [option for option in options if option != {"type": "null"}]
+        del out["anyOf"]
+        out = {**kept, **out}
+    return out
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True)
+
+
+def contract_tools(service: DispatchService) -> list[Tool]:
+    """The four contract tools over `service`, with compact advertised input schemas."""
+
     def plan_batches(
         tasks: Tasks, max_parallel: MaxParallel = None, mode: ModeArg = "waves"
     ) -> Plan:
@@ -88,7 +118,6 @@ def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
             service, "plan_batches", lambda: service.plan_batches(tasks, max_parallel, mode)
         )
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
     def register_coordination(
         tasks: Tasks,
         label: Annotated[str | None, Field(max_length=200, description="short name")] = None,
@@ -121,7 +150,6 @@ def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
             ),
         )
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True))
     def record_result(
         coordination_id: CoordinationId,
         task_id: Annotated[str, Field(min_length=1, max_length=64)],
@@ -148,8 +176,23 @@ def register_tools(server: MCPServer[Any], service: DispatchService) -> None:
         )
         return _call(service, "record_result", lambda: service.record_result(result))
 
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
     def get_coordination(coordination_id: CoordinationId | None = None) -> CoordinationView:
         """A coordination's whole state and results; without an id, the open coordinations.
         Use it to resume after context compaction."""
         return _call(service, "get_coordination", lambda: service.get_coordination(coordination_id))
+
+    tools = [
+        Tool.from_function(plan_batches, annotations=READ_ONLY),
+        Tool.from_function(
+            register_coordination,
+            annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False),
+        ),
+        Tool.from_function(
+            record_result,
+            annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=True),
+        ),
+        Tool.from_function(get_coordination, annotations=READ_ONLY),
+    ]
+    for tool in tools:
+        tool.parameters = compact_schema(tool.parameters)
+    return tools
