@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,8 @@ from parallel_dispatch.errors import (
 from parallel_dispatch.planner import (
     Job,
     Schedule,
+    baseline_input_chunks,
+    baseline_level_chunks,
     build_graph,
     plan_schedule,
     stream_lower_bound,
@@ -230,3 +233,57 @@ def test_a_dag_plan_is_no_worse_than_dependency_levels() -> None:
     g = build_graph(jobs, {j.id: j.duration_s or 0.0 for j in jobs})
     index = {jid: i for i, jid in enumerate(g.ids)}
     assert waves_cost([[index[t] for t in b] for b in schedule.batches], g.dur) == 101.0
+
+
+def layered_jobs(n: int, seed: int) -> list[Job]:
+    """n tasks in ~sqrt(n) layers, each depending on up to three earlier ones, shuffled."""
+    rng = random.Random(seed)
+    layers = max(2, int(n**0.5))
+    jobs = []
+    for i in range(n):
+        first_of_layer = (i * layers // n) * n // layers
+        picks = rng.randint(0, 3) if first_of_layer else 0
+        deps = sorted({f"t{rng.randrange(first_of_layer)}" for _ in range(picks)})
+        jobs.append(Job(f"t{i}", tuple(deps), rng.random()))
+    rng.shuffle(jobs)
+    return jobs
+
+
+@pytest.mark.parametrize("n", [300, 2_500])
+@pytest.mark.parametrize("mode", ["waves", "stream"])
+def test_large_jobs_take_the_cheaper_path_and_stay_valid(n: int, mode: str) -> None:
+    jobs = layered_jobs(n, seed=n)
+    schedule = plan_schedule(jobs, 10, "waves" if mode == "waves" else "stream")
+    assert_valid(jobs, schedule, 10)
+    assert schedule.lower_bound_s is not None and schedule.estimated_makespan_s is not None
+    assert schedule.lower_bound_s <= schedule.estimated_makespan_s
+    g = build_graph(jobs, {j.id: j.duration_s or 0.0 for j in jobs})
+    index = {jid: i for i, jid in enumerate(g.ids)}
+    naive = min(
+        waves_cost(baseline_level_chunks(g, 10), g.dur),
+        waves_cost(baseline_input_chunks(g, 10), g.dur),
+    )
+    batches = [[index[t] for t in b] for b in schedule.batches]
+    assert waves_cost(batches, g.dur) <= naive + 1e-9
+
+
+def test_the_same_jobs_always_get_the_same_plan() -> None:
+    jobs = layered_jobs(400, seed=1)
+    first = plan_schedule(jobs, 10, "waves")
+    assert plan_schedule(list(jobs), 10, "waves") == first
+
+
+def test_the_topological_order_keeps_the_input_order_where_dependencies_allow() -> None:
+    jobs = [Job("c", ("b",)), Job("a"), Job("b"), Job("d", ("a",))]
+    g = build_graph(jobs, dict.fromkeys("abcd", 1.0))
+    assert [g.ids[v] for v in g.topo] == ["a", "b", "c", "d"]
+    in_order = [Job("a"), Job("b", ("a",)), Job("c", ("a", "b"))]
+    assert build_graph(in_order, dict.fromkeys("abc", 1.0)).topo == [0, 1, 2]
+
+
+def test_a_cycle_behind_valid_tasks_is_still_named() -> None:
+    jobs = [Job(f"ok{i}") for i in range(50)]
+    jobs += [Job("x", ("ok3", "z")), Job("y", ("x",)), Job("z", ("y",))]
+    with pytest.raises(DependencyCycleError) as info:
+        plan_schedule(jobs, 10, "stream")
+    assert set(info.value.cycle) == {"x", "y", "z"}

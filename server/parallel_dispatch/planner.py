@@ -97,7 +97,7 @@ def plan_waves(g: Graph, width: int, thorough: bool = True) -> tuple[list[list[i
     """
     n = len(g.dur)
     if g.edges == 0:
-        order = sorted(range(n), key=lambda v: (-g.dur[v], v))
+        order = sorted(range(n), key=g.dur.__getitem__, reverse=True)  # stable: ties by index
         return cut_longest_first(order, g.dur, width), "longest-first blocks (optimal)"
     small = thorough and n <= LOOKAHEAD_MAX_TASKS
     candidates: list[tuple[str, list[list[int]]]] = [

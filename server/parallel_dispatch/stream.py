@@ -48,8 +48,8 @@ def stream_makespan(g: Graph, order: Sequence[int], width: int) -> float:
 
 def critical_path_order(g: Graph) -> list[int]:
     """Longest remaining chain first, then longest task, then the topological position."""
-    position = [0] * len(g.dur)
-    for i, v in enumerate(g.topo):
-        position[v] = i
-    bottom, dur = g.bottom, g.dur
-    return sorted(range(len(dur)), key=lambda v: (-bottom[v], -dur[v], position[v]))
+    # Two stable sorts of the topological order (reverse=True keeps ties in place) give the
+    # same order as one sort on (-bottom, -duration, position) without a key tuple per task.
+    order = sorted(g.topo, key=g.dur.__getitem__, reverse=True)
+    order.sort(key=g.bottom.__getitem__, reverse=True)
+    return order

@@ -91,7 +91,9 @@ def level_waves(g: Graph, width: int) -> list[list[int]]:
     dur, bottom = g.dur, g.bottom
     waves: list[list[int]] = []
     for members in _by_level(g):
-        members.sort(key=lambda v: (-dur[v], -bottom[v], v))
+        # Input order, then by bottom level, then by duration: stable sorts, longest first.
+        members.sort(key=bottom.__getitem__, reverse=True)
+        members.sort(key=dur.__getitem__, reverse=True)
         waves.extend(cut_longest_first(members, dur, width))
     return waves
 
