@@ -429,8 +429,13 @@ def _task_view(task: TaskState) -> TaskView:
 
 def _launch_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
     background = "false" if coord.mode == "waves" else "true"
+    what = (
+        "this task now as an Agent call"
+        if len(launch) == 1
+        else (f"these {len(launch)} tasks now as {len(launch)} Agent calls in ONE message")
+    )
     return (
-        f"Launch these {len(launch)} tasks now as {len(launch)} Agent calls in ONE message "
+        f"Launch {what} "
         f"(subagent_type = agent, run_in_background: {background}). Tell each sub-agent to "
         f'call record_result(coordination_id="{coord.coordination_id}", task_id=<its id>, '
         "status, summary) when done; if one cannot, record it for them."
