@@ -29,7 +29,12 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.support.claude_cli import claude_executable_or_skip, isolated_env, run_claude
+from tests.support.claude_cli import (
+    claude_executable_or_skip,
+    isolated_env,
+    mcp_server_log,
+    run_claude,
+)
 from tests.support.fake_anthropic import (
     FakeAnthropic,
     ModelRequest,
@@ -112,6 +117,9 @@ class FanOutScript:
         if not results:
             if not self._is_first_turn(request):
                 raise AssertionError("orchestrator turn without tool results after the first")
+            if REGISTER not in request.tool_names:
+                offered = [name for name in request.tool_names if name.startswith("mcp__")]
+                raise AssertionError(f"the model was not offered {REGISTER}; MCP tools: {offered}")
             tasks = [
                 {"id": tid, "agent": "general-purpose", "prompt": f"Work on {tid}."}
                 for tid in self.task_ids
@@ -246,6 +254,11 @@ def _json_of(result: ToolResult) -> dict[str, Any]:
     return answer
 
 
+def _only(items: list[dict[str, Any]]) -> dict[str, Any]:
+    assert len(items) == 1, items
+    return items[0]
+
+
 def _stream_events(stdout: str) -> Iterator[dict[str, Any]]:
     for line in stdout.splitlines():
         if line.startswith("{"):
@@ -270,20 +283,7 @@ async def _read_back(database: Path, coordination_id: str) -> dict[str, Any]:
     return answer
 
 
-# Known server bug (reported to the lead): the sub-agent whose record_result ends wave 1 is
-# handed wave 2 in its answer and those tasks are marked running, so the orchestrator's
-# get_coordination offers nothing to launch and the fan-out stalls. strict: flips to a failure
-# as soon as the server is fixed, so this mark cannot outlive the bug.
-SECOND_WAVE_IS_HANDED_TO_A_SUB_AGENT = pytest.mark.xfail(
-    strict=True,
-    reason="server hands wave 2 to the sub-agent that recorded last; get_coordination offers none",
-)
-
-
-@pytest.mark.parametrize(
-    "task_count",
-    [2, 4, 6, 8, 10, pytest.param(12, marks=SECOND_WAVE_IS_HANDED_TO_A_SUB_AGENT)],
-)
+@pytest.mark.parametrize("task_count", [2, 4, 6, 8, 10, 12])
 def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     tmp_path: Path, task_count: int
 ) -> None:
@@ -302,6 +302,7 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     }
     script = FanOutScript(task_count)
     with FakeAnthropic(script) as fake:
+        env = isolated_env(tmp_path / "sandbox", base_url=fake.base_url)
         run = run_claude(
             claude,
             [
@@ -317,20 +318,27 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
                 "--",
                 f"Fan out {task_count} tasks with parallel-dispatch and report the results.",
             ],
-            env=isolated_env(tmp_path / "sandbox", base_url=fake.base_url),
+            env=env,
             cwd=work,
             timeout_s=CLI_TIMEOUT_S,
             log_dir=tmp_path / "logs",
         )
     context = (
         f"{run.describe()}\n--- model requests ---\n{fake.describe()}\n"
-        f"side requests: {script.side_requests}"
+        f"side requests: {script.side_requests}\n"
+        f"--- Claude Code's log of the MCP server ---\n{mcp_server_log(env, SERVER)}"
+    )
+    events = list(_stream_events(run.stdout))
+    init = next((event for event in events if event.get("subtype") == "init"), None)
+    assert init is not None, context
+    assert {"name": SERVER, "status": "connected"}.items() <= _only(init["mcp_servers"]).items(), (
+        f"Claude Code did not connect to the server: {init['mcp_servers']}\n{context}"
     )
     assert not fake.policy_errors, f"{fake.policy_errors[0][1]}\n{context}"
     assert not run.timed_out, context
     assert run.returncode == 0, context
 
-    results = [event for event in _stream_events(run.stdout) if event.get("type") == "result"]
+    results = [event for event in events if event.get("type") == "result"]
     assert results, context
     final = results[-1]
     assert final["subtype"] == "success" and not final["is_error"], context

@@ -13,6 +13,7 @@ afterwards, so no MCP server it started outlives the test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -194,3 +195,24 @@ def run_claude(
         duration_s=time.monotonic() - started,
         timed_out=timed_out,
     )
+
+
+def mcp_server_log(env: Mapping[str, str], server: str, tail: int = 6000) -> str:
+    """What Claude Code logged about one MCP server in this sandbox (incl. the server's stderr).
+
+    Claude Code keeps these as JSON lines under its cache directory, one file per session.
+    """
+    roots = {Path(env["HOME"]) / ".cache", Path(env.get("XDG_CACHE_HOME", env["HOME"]))}
+    lines: list[str] = []
+    for root in sorted(roots):
+        for log in sorted(root.glob(f"claude-cli-nodejs/*/mcp-logs-{server}/*.jsonl")):
+            for raw in log.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    lines.append(raw)
+                    continue
+                for level in ("error", "debug"):
+                    if level in entry:
+                        lines.append(f"{entry.get('timestamp', '')} {level}: {entry[level]}")
+    return "\n".join(lines)[-tail:]
