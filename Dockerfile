@@ -26,7 +26,7 @@ COPY server ./server
 
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/parallel_dispatch-*.whl)[postgres]"
+    && /opt/venv/bin/pip install --no-cache-dir "$(ls /wheels/parallel_dispatch-*.whl)[postgres,grpc]"
 
 # --- runtime: the venv only, run by an unprivileged user ------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -318,6 +318,7 @@ async def test_cycles_are_named_in_the_error(client: Client) -> None:
         ({"task_id": "nope"}, "has no task 'nope'"),
         ({"task_id": "t0", "summary": "x" * 8001}, "summary"),
         ({"task_id": "t0", "output": {"blob": "x" * 70_000}}, "bytes of JSON"),
+        ({"task_id": "t0", "output": ["not", "an", "object"]}, "output"),
         ({"task_id": "t0", "duration_s": -1}, "duration_s"),
         ({"task_id": "t0", "tokens": -3}, "tokens"),
         ({"task_id": "t0", "status": "done"}, "status"),

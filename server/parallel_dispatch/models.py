@@ -163,7 +163,7 @@ class ResultIn(_Model):
     task_id: str
     status: ReportedStatus
     summary: str
-    output: Any = None
+    output: dict[str, Any] | None = None
     duration_s: float | None = None
     tokens: int | None = None
     error: str | None = None

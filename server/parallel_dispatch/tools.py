@@ -157,7 +157,9 @@ def contract_tools(service: DispatchService) -> list[Tool]:
         summary: Annotated[
             str, Field(max_length=MAX_SUMMARY_CHARS, description="what synthesis needs")
         ],
-        output: Annotated[Any, Field(description="structured result, <= 64 KiB JSON")] = None,
+        output: Annotated[
+            dict[str, Any] | None, Field(description="structured result, <= 64 KiB JSON")
+        ] = None,
         duration_s: Annotated[float | None, Field(ge=0, le=MAX_DURATION_S)] = None,
         tokens: Annotated[int | None, Field(ge=0, le=MAX_TOKENS)] = None,
         error: Annotated[str | None, Field(max_length=MAX_ERROR_CHARS)] = None,

@@ -30,12 +30,15 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_health(url: str, process: subprocess.Popen[Any], deadline_s: float = 30.0) -> None:
+def wait_for_health(
+    url: str, process: subprocess.Popen[Any], deadline_s: float = 30.0, log: Path | None = None
+) -> None:
     """Poll GET url until it answers 200, the process dies, or the deadline passes."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early with code {process.returncode}")
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited early with code {process.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -62,7 +65,8 @@ def http_server(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`parallel-dispatch serve --http` on a free loopback port; yields (base URL, process)."""
     port = free_port()
-    log = (tmp_path / f"http-{port}.log").open("wb")
+    log_path = tmp_path / f"http-{port}.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "parallel_dispatch", "serve", "--http", "--port", str(port), *args],
         env=server_env(database_url, **env),
@@ -72,7 +76,7 @@ def http_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(f"{base}/healthz", process)
+        wait_for_health(f"{base}/healthz", process, log=log_path)
         yield base, process
     finally:
         stop(process)
