@@ -55,6 +55,7 @@ CLI_TIMEOUT_S = 180.0
 # How long a sub-agent's last reply waits for its siblings to start. Only a Claude Code that
 # did not run the batch concurrently ever waits this long, and then the overlap check fails.
 SIBLING_WAIT_S = 20.0
+STRAGGLER_WAIT_S = 60.0
 TASK_MARKER = re.compile(
     r"coordination_id=(?P<cid>[A-Za-z0-9._:-]+) task_id=(?P<tid>[A-Za-z0-9._:-]+)"
 )
@@ -84,6 +85,12 @@ class FanOutScript:
     """The scripted model: orchestrator and sub-agents, decided from each request."""
 
     task_count: int
+    # Stream mode: Agent calls run in the background and each finish arrives as a
+    # notification; the orchestrator refills from get_coordination after each one.
+    background: bool = False
+    max_parallel: int | None = None
+    # A sub-agent that reports only after every other task has (it holds its slot till then).
+    straggler: str | None = None
     coordination_id: str | None = None
     waves: list[list[str]] = field(default_factory=list)
     final_coordination: dict[str, Any] | None = None
@@ -114,6 +121,9 @@ class FanOutScript:
 
     def _orchestrator(self, request: ModelRequest) -> Reply:
         results = request.tool_results()
+        notified = any("<task-notification>" in text for text in request.texts_since_last_turn())
+        if not results and notified and self.background:
+            return self._check_progress()
         if not results:
             if not self._is_first_turn(request):
                 raise AssertionError("orchestrator turn without tool results after the first")
@@ -124,10 +134,12 @@ class FanOutScript:
                 {"id": tid, "agent": "general-purpose", "prompt": f"Work on {tid}."}
                 for tid in self.task_ids
             ]
-            return reply(
-                Text("Registering the fan-out."),
-                ToolUse(REGISTER, {"tasks": tasks, "label": f"e2e fan-out of {self.task_count}"}),
-            )
+            arguments: dict[str, Any] = {"tasks": tasks, "label": f"fan-out of {self.task_count}"}
+            if self.background:
+                arguments["mode"] = "stream"
+            if self.max_parallel is not None:
+                arguments["max_parallel"] = self.max_parallel
+            return reply(Text("Registering the fan-out."), ToolUse(REGISTER, arguments))
         for result in results:
             if result.is_error:
                 raise AssertionError(f"{result.name} failed: {result.text}")
@@ -139,11 +151,17 @@ class FanOutScript:
             return self._launch(answer["launch"])
         if names == {"Agent"}:
             self.agent_results_per_turn.append(len(results))
-            return reply(ToolUse(GET, {"coordination_id": self.coordination_id}))
+            if self.background and not notified:
+                return reply(Text("Launched in the background; waiting for them to finish."))
+            return self._check_progress()
         if names == {GET}:
             answer = _json_of(results[0])
             if answer.get("launch"):
                 return self._launch(answer["launch"])
+            if self.background and answer.get("state") == "running":
+                if notified:  # another sub-agent finished while we were asking
+                    return self._check_progress()
+                return reply(Text("Waiting for the running sub-agents."))
             if answer.get("state") == "running" or answer.get("results") is None:
                 waiting = [
                     task["task_id"]
@@ -163,6 +181,9 @@ class FanOutScript:
             return reply(Text("All tasks finished:\n" + "\n".join(lines)))
         raise AssertionError(f"unexpected tool results in orchestrator turn: {sorted(names)}")
 
+    def _check_progress(self) -> Reply:
+        return reply(ToolUse(GET, {"coordination_id": self.coordination_id}))
+
     def _is_first_turn(self, request: ModelRequest) -> bool:
         return not any(message.get("role") == "assistant" for message in request.messages)
 
@@ -177,7 +198,7 @@ class FanOutScript:
                 {
                     "description": f"Run {item['task_id']}",
                     "subagent_type": item.get("agent") or "general-purpose",
-                    "run_in_background": False,
+                    "run_in_background": self.background,
                     "prompt": (
                         f"coordination_id={self.coordination_id} task_id={item['task_id']}\n"
                         f"{item.get('prompt') or ''}\n"
@@ -203,6 +224,8 @@ class FanOutScript:
             self._changed.notify_all()
         results = request.tool_results()
         if not results:
+            if tid == self.straggler:
+                self._wait_for_the_others(tid)
             with self._changed:
                 self.record_calls[tid] += 1
             return reply(
@@ -222,7 +245,9 @@ class FanOutScript:
         answer = _json_of(result)
         with self._changed:
             self.record_answers[tid] = answer
-        self._wait_for_siblings(tid)
+            self._changed.notify_all()
+        if tid != self.straggler:
+            self._wait_for_siblings(tid)
         return reply(Text(f"{tid} done"))
 
     def _wait_for_siblings(self, tid: str) -> None:
@@ -243,6 +268,12 @@ class FanOutScript:
                     self._broken_waves.add(index)
                     break
                 self._changed.wait(remaining)
+
+    def _wait_for_the_others(self, tid: str) -> None:
+        """Hold the straggler's report until every other task has reported (bounded)."""
+        others = set(self.task_ids) - {tid}
+        with self._changed:
+            self._changed.wait_for(lambda: others <= self.record_answers.keys(), STRAGGLER_WAIT_S)
 
 
 def _json_of(result: ToolResult) -> dict[str, Any]:
@@ -283,10 +314,24 @@ async def _read_back(database: Path, coordination_id: str) -> dict[str, Any]:
     return answer
 
 
-@pytest.mark.parametrize("task_count", [2, 4, 6, 8, 10, 12])
-def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
-    tmp_path: Path, task_count: int
-) -> None:
+@dataclass(frozen=True)
+class FanOutRun:
+    """One Claude Code run of a scripted fan-out, and what the server stored."""
+
+    script: FanOutScript
+    fake: FakeAnthropic
+    final: dict[str, Any]
+    stored: dict[str, Any]
+    context: str
+
+
+def run_fan_out(tmp_path: Path, script: FanOutScript) -> FanOutRun:
+    """Run Claude Code on the script and check what holds for any fan-out that worked.
+
+    Claude Code connected to the server, exited cleanly with the orchestrator's final answer;
+    the server (read back by a fresh process) has every task succeeded with its sub-agent's
+    summary; every task had exactly one sub-agent, which recorded exactly once.
+    """
     claude = claude_executable_or_skip()
     database = tmp_path / "dispatch.sqlite"
     work = tmp_path / "project"
@@ -300,7 +345,6 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
             }
         }
     }
-    script = FanOutScript(task_count)
     with FakeAnthropic(script) as fake:
         env = isolated_env(tmp_path / "sandbox", base_url=fake.base_url)
         run = run_claude(
@@ -316,7 +360,7 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
                 "--allowedTools",
                 f"mcp__{SERVER}",
                 "--",
-                f"Fan out {task_count} tasks with parallel-dispatch and report the results.",
+                f"Fan out {script.task_count} tasks with parallel-dispatch and report the results.",
             ],
             env=env,
             cwd=work,
@@ -343,10 +387,8 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     final = results[-1]
     assert final["subtype"] == "success" and not final["is_error"], context
     assert "All tasks finished" in final["result"], context
-    # Claude Code's own account: every sub-agent ran in the foreground, none refused or lost.
     stats = final["subagent_stats"]
-    assert stats["spawned"] == stats["completed"] == task_count, stats
-    assert stats["requested"]["foreground"] == task_count, stats
+    assert stats["spawned"] == stats["completed"] == script.task_count, stats
     assert stats["failed"] == 0 and not any(stats["refused"].values()), stats
 
     # The server, not the script, says every task succeeded with what its sub-agent reported.
@@ -364,15 +406,9 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
         item["task_id"]: item["status"] for item in seen_by_orchestrator["results"]
     } == dict.fromkeys(script.task_ids, "succeeded")
 
-    # Batches: one wave up to the cap, two balanced waves of 6 for 12, in order, none lost.
-    launched = script.waves
-    assert launched == expected_batches(script.task_ids), launched
-    assert script.register_answer is not None
-    planned = [batch["task_ids"] for batch in script.register_answer["plan"]["batches"]]
-    assert planned == launched, script.register_answer["plan"]
-    assert sorted(tid for wave in launched for tid in wave) == script.task_ids
-
-    # Every launched task got exactly one sub-agent of its own, and its record_result landed.
+    # Nothing lost, nothing twice: each task launched once, by one sub-agent, recorded once.
+    launched = [tid for wave in script.waves for tid in wave]
+    assert sorted(launched) == script.task_ids, script.waves
     assert sorted(script.agent_tasks.values()) == script.task_ids, script.agent_tasks
     assert sorted(script.record_answers) == script.task_ids
     assert set(script.record_calls.values()) == {1}, script.record_calls
@@ -383,14 +419,31 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
     assert len(completing) == 1, script.record_answers
     assert completing[0]["state"] == "completed"
     assert sorted(item["task_id"] for item in completing[0]["results"]) == script.task_ids
+    return FanOutRun(script, fake, final, stored, context)
+
+
+@pytest.mark.parametrize("task_count", [2, 4, 6, 8, 10, 12])
+def test_claude_code_runs_each_wave_concurrently_and_every_result_arrives(
+    tmp_path: Path, task_count: int
+) -> None:
+    done = run_fan_out(tmp_path, FanOutScript(task_count))
+    script, context = done.script, done.context
+
+    # Claude Code's own account: every sub-agent ran in the foreground.
+    assert done.final["subagent_stats"]["requested"]["foreground"] == task_count
+    # Batches: one wave up to the cap, two balanced waves of 6 for 12, as planned, in order.
+    assert script.waves == expected_batches(script.task_ids), script.waves
+    assert script.register_answer is not None
+    planned = [batch["task_ids"] for batch in script.register_answer["plan"]["batches"]]
+    assert planned == script.waves, script.register_answer["plan"]
     # Claude Code returned each wave's Agent results together, in one orchestrator turn.
-    assert script.agent_results_per_turn == [len(wave) for wave in launched], context
+    assert script.agent_results_per_turn == [len(wave) for wave in script.waves], context
 
     # Concurrency, from the request timestamps Claude Code produced: within a wave every
     # sub-agent started before any sibling finished; a wave starts after the previous ended.
-    lifetimes = _agent_lifetimes(fake, script)
+    lifetimes = _agent_lifetimes(done.fake, script)
     previous_end = 0.0
-    for index, wave in enumerate(launched):
+    for index, wave in enumerate(script.waves):
         starts = [lifetimes[tid][0] for tid in wave]
         ends = [lifetimes[tid][1] for tid in wave]
         assert max(starts) < min(ends), (
@@ -398,6 +451,47 @@ def test_claude_code_fans_out_through_the_server_and_every_result_arrives(
         )
         assert min(starts) > previous_end, f"wave {index} overlapped the previous wave\n{context}"
         previous_end = max(ends)
+
+
+def test_claude_code_refills_freed_slots_in_stream_mode_while_a_straggler_runs(
+    tmp_path: Path,
+) -> None:
+    width = 3
+    done = run_fan_out(
+        tmp_path,
+        FanOutScript(6, background=True, max_parallel=width, straggler="task-01"),
+    )
+    script, context = done.script, done.context
+
+    assert done.final["subagent_stats"]["started_in_background"] == 6, done.final
+    assert script.register_answer is not None
+    assert script.register_answer["plan"]["width"] == width, script.register_answer["plan"]
+    assert script.waves[0] == ["task-01", "task-02", "task-03"], script.waves
+    assert all(len(wave) <= width for wave in script.waves), script.waves
+
+    lifetimes = _agent_lifetimes(done.fake, script)
+    straggler_start, straggler_end = lifetimes["task-01"]
+    # Every other task, the refills included, started and finished while the straggler ran:
+    # in stream mode a slow sub-agent holds one slot, not the whole fan-out.
+    for tid in script.task_ids[1:]:
+        start, end = lifetimes[tid]
+        assert end < straggler_end, f"{tid} outlived the straggler\n{context}"
+        if tid not in script.waves[0]:
+            assert straggler_start < start, f"{tid} refilled before the straggler began\n{context}"
+    # The server's width held: never more than `width` sub-agents alive at once.
+    assert _most_alive_at_once(lifetimes) == width, f"{lifetimes}\n{context}"
+
+
+def _most_alive_at_once(lifetimes: dict[str, tuple[float, float]]) -> int:
+    edges = sorted(
+        [(start, 1) for start, _ in lifetimes.values()]
+        + [(end, -1) for _, end in lifetimes.values()]
+    )
+    alive = most = 0
+    for _, change in edges:
+        alive += change
+        most = max(most, alive)
+    return most
 
 
 def _agent_lifetimes(fake: FakeAnthropic, script: FanOutScript) -> dict[str, tuple[float, float]]:

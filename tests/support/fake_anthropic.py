@@ -162,6 +162,22 @@ class ModelRequest:
         """Every text block of every message, for searching."""
         return "\n".join(_text_of(message.get("content")) for message in self.messages)
 
+    def texts_since_last_turn(self) -> list[str]:
+        """Text of the user and system messages after the last assistant message.
+
+        Background sub-agent notifications (``<task-notification>``) arrive here: as a new user
+        turn, or as a ``system`` message when they land while a turn is in progress.
+        """
+        last_assistant = max(
+            (i for i, message in enumerate(self.messages) if message.get("role") == "assistant"),
+            default=-1,
+        )
+        return [
+            _text_of(message.get("content"))
+            for message in self.messages[last_assistant + 1 :]
+            if message.get("role") in ("user", "system")
+        ]
+
     def tool_results(self) -> list[ToolResult]:
         """The ``tool_result`` blocks sent since the last assistant message, joined with calls.
 
