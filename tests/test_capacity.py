@@ -84,6 +84,15 @@ def test_ordinary_failures_leave_the_limit_alone() -> None:
     assert adapt_limit(4, 10, statuses_errors=batch, batch_width=4) == (4, None)
 
 
+def test_a_failure_storm_backs_off_gently_with_a_reason() -> None:
+    storm = [("failed", "exit 1"), ("failed", "exit 1"), ("failed", None), ("succeeded", None)]
+    limit, reason = adapt_limit(10, 10, statuses_errors=storm, batch_width=4)
+    assert limit == 9
+    assert reason is not None and "3 of the last batch's 4 tasks failed" in reason
+    assert adapt_limit(2, 10, statuses_errors=storm, batch_width=2)[0] == 1
+    assert adapt_limit(1, 10, statuses_errors=storm, batch_width=1) == (1, None)
+
+
 def test_clean_batches_at_the_full_limit_add_one_up_to_the_cap() -> None:
     limit: int | None = 5
     for expected in (6, 7, 8, 9, 10, 10):

@@ -19,6 +19,8 @@ import psutil
 
 #: Multiplicative decrease of the adaptive limit on an overload signal.
 BACKOFF_RATIO = 0.5
+#: Multiplier for a batch where at least half the tasks failed for reasons not named as load.
+GENTLE_BACKOFF_RATIO = 0.9
 _OVERLOAD = re.compile(r"rate[ _-]?limit|overload|too many requests|\b429\b|\b529\b", re.IGNORECASE)
 
 
@@ -93,7 +95,10 @@ def adapt_limit(
     `current` None means nothing learned yet, i.e. `hard_cap`. The limit halves (floor 1) when
     a task of the batch timed out, or failed with an error naming a rate limit or overload; it
     grows by one (up to `hard_cap`) after a batch with no failure that ran at the full limit.
-    Ordinary failures (a test that failed) say nothing about load and leave it unchanged.
+    Ordinary failures (a test that failed) say little about load: a few leave it alone, but
+    when most of a batch (more than half, at least two) failed the limit backs off gently
+    (x0.9, Netflix's default AIMD ratio, at least by one), because a failure storm usually
+    means errors whose text did not name a rate limit.
     """
     limit = hard_cap if current is None else max(1, min(current, hard_cap))
     overloads = sum(
@@ -119,7 +124,14 @@ def adapt_limit(
             f"adaptive limit {limit} -> {lowered}: of the last batch's "
             f"{len(statuses_errors)} tasks, {' and '.join(causes)}"
         )
-    failed = any(status in ("failed", "timed_out") for status, _ in statuses_errors)
+    failures = sum(1 for status, _ in statuses_errors if status in ("failed", "timed_out"))
+    if failures >= 2 and failures * 2 > len(statuses_errors) and limit > 1:
+        lowered = min(limit - 1, math.floor(limit * GENTLE_BACKOFF_RATIO))
+        return lowered, (
+            f"adaptive limit {limit} -> {lowered}: {failures} of the last batch's "
+            f"{len(statuses_errors)} tasks failed"
+        )
+    failed = failures > 0
     if statuses_errors and not failed and batch_width >= limit and limit < hard_cap:
         return limit + 1, (
             f"adaptive limit {limit} -> {limit + 1}: a clean batch ran at the full limit"
