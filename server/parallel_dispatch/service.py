@@ -13,6 +13,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from parallel_dispatch import lifecycle
+from parallel_dispatch.answers import (
+    coordination_record,
+    launch_instructions,
+    launch_items,
+    progress_instructions,
+    record_instructions,
+    results,
+    task_record,
+    task_view,
+)
 from parallel_dispatch.capacity import HostThresholds, adapt_limit
 from parallel_dispatch.errors import (
     DispatchError,
@@ -22,25 +32,20 @@ from parallel_dispatch.errors import (
 )
 from parallel_dispatch.events import (
     CapacitySnapshot,
-    CoordinationRecord,
     DispatchObserver,
     NullObserver,
-    TaskRecord,
 )
 from parallel_dispatch.lifecycle import CoordinationState, TaskState
 from parallel_dispatch.models import (
     MAX_OUTPUT_BYTES,
     CoordinationView,
-    LaunchItem,
     Mode,
     ParentRef,
     Plan,
     Progress,
     Registration,
     ResultIn,
-    TaskResult,
     TaskSpec,
-    TaskView,
 )
 from parallel_dispatch.planning import HostReading, PlanningContext, make_plan
 from parallel_dispatch.settings import Settings
@@ -122,15 +127,15 @@ class DispatchService:
             lifecycle.settle(coord, now)
             launched = lifecycle.announce(coord, now)
             uow.add_coordination(coord)
-        record = _coordination_record(coord)
+        record = coordination_record(coord)
         self.observer.plan_made(plan, tool="register_coordination")
-        self.observer.coordination_registered(record, [_task_record(t) for t in coord.ordered()])
-        launch = _launch_items(launched)
+        self.observer.coordination_registered(record, [task_record(t) for t in coord.ordered()])
+        launch = launch_items(launched)
         return Registration(
             coordination_id=coord.coordination_id,
             plan=plan,
             launch=launch,
-            instructions=_launch_instructions(coord, launch),
+            instructions=launch_instructions(coord, launch),
         )
 
     def _new_coordination(
@@ -219,7 +224,7 @@ class DispatchService:
             limit_change = self._adapt(uow, coord, before, now)
             uow.save(coord)
         self._notify(coord, finished, limit_change, was_running=was_running)
-        launch = _launch_items(launched)
+        launch = launch_items(launched)
         complete = coord.state != "running"
         return Progress(
             coordination_id=coord.coordination_id,
@@ -230,8 +235,8 @@ class DispatchService:
             failed=coord.failed,
             state=coord.state,
             launch=launch,
-            instructions=_record_instructions(coord, launch),
-            results=_results(coord) if complete else None,
+            instructions=record_instructions(coord, launch),
+            results=results(coord) if complete else None,
         )
 
     # -- get_coordination ----------------------------------------------------------------------
@@ -269,7 +274,7 @@ class DispatchService:
             uow.save(coord)
             children = uow.children(coord.coordination_id)
         self._notify(coord, finished, limit_change, was_running=was_running)
-        launch = _launch_items(launched)
+        launch = launch_items(launched)
         complete = coord.state != "running"
         parent = (
             ParentRef(coordination_id=coord.parent_coordination_id, task_id=coord.parent_task_id)
@@ -286,11 +291,11 @@ class DispatchService:
             total=len(coord.tasks),
             failed=coord.failed,
             plan=Plan.model_validate_json(coord.plan_json),
-            tasks=[_task_view(t) for t in coord.ordered()],
+            tasks=[task_view(t) for t in coord.ordered()],
             launch=launch,
             children=children,
-            results=_results(coord) if complete else None,
-            instructions=_progress_instructions(coord, launch),
+            results=results(coord) if complete else None,
+            instructions=progress_instructions(coord, launch),
         )
 
     def capacity_snapshot(self) -> CapacitySnapshot:
@@ -385,111 +390,10 @@ class DispatchService:
         *,
         was_running: bool,
     ) -> None:
-        record = _coordination_record(coord)
+        record = coordination_record(coord)
         for task in finished:
-            self.observer.task_finished(record, _task_record(task))
+            self.observer.task_finished(record, task_record(task))
         if limit_change is not None:
             self.observer.adaptive_limit_changed(*limit_change)
         if was_running and coord.state != "running":
-            self.observer.coordination_finished(record, [_task_record(t) for t in coord.ordered()])
-
-
-def _launch_items(tasks: Sequence[TaskState]) -> list[LaunchItem]:
-    return [LaunchItem(task_id=t.task_id, agent=t.agent, prompt=t.prompt) for t in tasks]
-
-
-def _results(coord: CoordinationState) -> list[TaskResult]:
-    return [
-        TaskResult(
-            task_id=t.task_id,
-            agent=t.agent,
-            status=t.status,
-            summary=t.summary,
-            duration_s=t.duration_s,
-            error=t.error or t.reason if t.status != "succeeded" else None,
-        )
-        for t in coord.ordered()
-    ]
-
-
-def _task_view(task: TaskState) -> TaskView:
-    return TaskView(
-        task_id=task.task_id,
-        agent=task.agent,
-        status=task.status,
-        depends_on=task.depends_on,
-        batch=task.batch_index,
-        estimate_s=task.estimate_s,
-        launched_at=task.launched_at,
-        finished_at=task.finished_at,
-        duration_s=task.duration_s,
-        reason=task.reason,
-    )
-
-
-def _launch_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
-    background = "false" if coord.mode == "waves" else "true"
-    what = (
-        "this task now as an Agent call"
-        if len(launch) == 1
-        else (f"these {len(launch)} tasks now as {len(launch)} Agent calls in ONE message")
-    )
-    return (
-        f"Launch {what} "
-        f"(subagent_type = agent, run_in_background: {background}). Tell each sub-agent to "
-        f'call record_result(coordination_id="{coord.coordination_id}", task_id=<its id>, '
-        "status, summary) when done; if one cannot, record it for them."
-    )
-
-
-def _record_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
-    if coord.state != "running" or not launch:
-        return _progress_instructions(coord, launch)
-    ids = ", ".join(item.task_id for item in launch)
-    return (
-        f"Recorded. Next ready: {ids}. Orchestrator: call get_coordination("
-        f'coordination_id="{coord.coordination_id}") and launch its `launch` list. '
-        "Sub-agent: do not launch them; end your reply saying the next tasks are ready."
-    )
-
-
-def _progress_instructions(coord: CoordinationState, launch: list[LaunchItem]) -> str:
-    if coord.state != "running":
-        return "All tasks are terminal: synthesise once from `results`."
-    running = [t.task_id for t in coord.ordered() if t.status == "running"]
-    if launch:
-        return _launch_instructions(coord, launch)
-    shown = ", ".join(running[:10]) + (" ..." if len(running) > 10 else "")
-    return f"Nothing to launch now; waiting for {len(running)} running task(s): {shown}."
-
-
-def _coordination_record(coord: CoordinationState) -> CoordinationRecord:
-    return CoordinationRecord(
-        coordination_id=coord.coordination_id,
-        label=coord.label,
-        mode=coord.mode,
-        state=coord.state,
-        trace_id=coord.trace_id,
-        span_id=coord.span_id,
-        parent_span_id=coord.parent_span_id,
-        link_traceparent=coord.link_traceparent,
-        created_at=coord.created_at,
-        finished_at=coord.finished_at,
-        total=len(coord.tasks),
-        width=coord.width,
-    )
-
-
-def _task_record(task: TaskState) -> TaskRecord:
-    return TaskRecord(
-        task_id=task.task_id,
-        agent=task.agent,
-        status=task.status,
-        batch_index=task.batch_index,
-        span_id=task.span_id,
-        launched_at=task.launched_at,
-        finished_at=task.finished_at,
-        duration_s=task.duration_s,
-        tokens=task.tokens,
-        error=task.error,
-    )
+            self.observer.coordination_finished(record, [task_record(t) for t in coord.ordered()])
