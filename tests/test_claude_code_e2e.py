@@ -179,7 +179,7 @@ class FanOutScript:
             self.final_coordination = answer
             lines = [f"- {item['task_id']}: {item['status']}" for item in answer["results"]]
             return reply(Text("All tasks finished:\n" + "\n".join(lines)))
-        raise AssertionError(f"unexpected tool results in orchestrator turn: {sorted(names)}")
+        raise AssertionError(f"unexpected tool results in orchestrator turn: {names}")
 
     def _check_progress(self) -> Reply:
         return reply(ToolUse(GET, {"coordination_id": self.coordination_id}))

@@ -241,7 +241,7 @@ def stream_events(answer: Reply, *, model: str, input_tokens: int) -> Iterator[b
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
     }
-    start = {
+    start: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
