@@ -125,3 +125,68 @@ async def test_host_pressure_shrinks_the_width_unless_turned_off(
         assert any("load" in note for note in plan["notes"])
     else:
         assert plan["width"] == 10
+
+
+async def test_a_later_wave_launches_only_into_slots_other_coordinations_left(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'refill.db'}",
+        host_pressure=False,
+        max_active_agents=6,
+    )
+    async with Client(build_server(settings, build_service(settings))) as client:
+        b = await call_ok(
+            client, "register_coordination", tasks=[{"id": f"b{i}"} for i in range(12)]
+        )
+        bid = b["coordination_id"]
+        assert len(b["launch"]) == 6
+        for i in range(5):
+            await call_ok(
+                client,
+                "record_result",
+                coordination_id=bid,
+                task_id=f"b{i}",
+                status="succeeded",
+                summary="ok",
+            )
+        a = await call_ok(
+            client, "register_coordination", tasks=[{"id": f"a{i}"} for i in range(3)]
+        )
+        assert len(a["launch"]) == 3  # 5 slots were free
+        last = await call_ok(
+            client,
+            "record_result",
+            coordination_id=bid,
+            task_id="b5",
+            status="succeeded",
+            summary="ok",
+        )
+        assert len(last["launch"]) == 3  # the second wave gets the 3 slots A left
+        view = await call_ok(client, "get_coordination", coordination_id=bid)
+        assert len(view["launch"]) == 3 and view["done"] == 6
+        await call_ok(
+            client,
+            "record_result",
+            coordination_id=a["coordination_id"],
+            task_id="a0",
+            status="succeeded",
+            summary="ok",
+        )
+        view = await call_ok(client, "get_coordination", coordination_id=bid)
+        assert len(view["launch"]) == 1  # one more slot freed, one more task starts
+        running = sum(1 for t in view["tasks"] if t["status"] == "running")
+        assert running == 4
+
+
+async def test_a_coordination_with_nothing_running_may_always_start_one_task(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'one.db'}", host_pressure=False, max_active_agents=2
+    )
+    async with Client(build_server(settings, build_service(settings))) as client:
+        await call_ok(client, "register_coordination", tasks=[{"id": "x"}, {"id": "y"}])
+        starved = await call_ok(client, "register_coordination", tasks=[{"id": "p"}, {"id": "q"}])
+        assert [item["task_id"] for item in starved["launch"]] == ["p"]
+        assert starved["plan"]["width"] == 1

@@ -203,35 +203,43 @@ def announce(coord: CoordinationState, now: datetime) -> list[TaskState]:
     return announced
 
 
-def launch_ready(coord: CoordinationState, now: datetime) -> list[TaskState]:
-    """Start whatever may start now under the coordination's mode and width."""
-    launched: list[TaskState] = []
-    if coord.mode == "waves":
-        batches: dict[int, list[TaskState]] = {}
-        for task in coord.ordered():
-            batches.setdefault(task.batch_index, []).append(task)
-        for index in sorted(batches):
-            members = batches[index]
-            if any(t.status == "running" for t in members):
-                break
-            pending = [t for t in members if t.status == "pending"]
-            if pending:
-                for task in pending:
-                    _launch(task, coord, now)
-                launched.extend(pending)
-                break
-        return launched
+def launch_ready(
+    coord: CoordinationState, now: datetime, free_slots: int | None = None
+) -> list[TaskState]:
+    """Start whatever may start now under the coordination's mode, width and free slots.
+
+    `free_slots` is how many agent slots the other open coordinations leave free (None: no
+    shared limit). A coordination with nothing running may always start one task, so that no
+    fan-out waits forever on slots others hold.
+    """
     running = sum(1 for t in coord.tasks.values() if t.status == "running")
-    for task in sorted(coord.tasks.values(), key=lambda t: t.dispatch_rank):
-        if running >= coord.width:
-            break
-        if task.status != "pending":
+    if coord.mode == "waves":
+        candidates = _current_wave_pending(coord)
+    else:
+        candidates = [
+            t
+            for t in sorted(coord.tasks.values(), key=lambda t: t.dispatch_rank)
+            if t.status == "pending"
+            and all(coord.tasks[d].status == "succeeded" for d in t.depends_on)
+        ][: max(0, coord.width - running)]
+    if free_slots is not None:
+        candidates = candidates[: max(free_slots - running, 0 if running else 1)]
+    for task in candidates:
+        _launch(task, coord, now)
+    return candidates
+
+
+def _current_wave_pending(coord: CoordinationState) -> list[TaskState]:
+    """The pending tasks of the first wave that is not wholly terminal (waves mode)."""
+    batches: dict[int, list[TaskState]] = {}
+    for task in coord.ordered():
+        batches.setdefault(task.batch_index, []).append(task)
+    for index in sorted(batches):
+        members = batches[index]
+        if all(t.terminal for t in members):
             continue
-        if all(coord.tasks[d].status == "succeeded" for d in task.depends_on):
-            _launch(task, coord, now)
-            launched.append(task)
-            running += 1
-    return launched
+        return [t for t in members if t.status == "pending"]
+    return []
 
 
 def finished_batches(coord: CoordinationState, before: set[int]) -> list[int]:
@@ -246,13 +254,16 @@ def terminal_batches(coord: CoordinationState) -> set[int]:
     return set(finished_batches(coord, set()))
 
 
-def settle(coord: CoordinationState, now: datetime) -> tuple[list[TaskState], list[TaskState]]:
+def settle(
+    coord: CoordinationState, now: datetime, free_slots: int | None = None
+) -> tuple[list[TaskState], list[TaskState]]:
     """Skip what can no longer run, launch what may, and close the coordination when done.
 
+    `free_slots`: agent slots left by other coordinations (see `launch_ready`).
     Returns (launched, skipped).
     """
     skipped = skip_dependents(coord, now)
-    launched = launch_ready(coord, now)
+    launched = launch_ready(coord, now, free_slots)
     if coord.state == "running" and all(t.terminal for t in coord.tasks.values()):
         coord.state = "completed" if coord.failed == 0 else "completed_with_failures"
         coord.finished_at = max(

@@ -120,11 +120,12 @@ class DispatchService:
             raise InvalidRequestError("tasks is empty; give at least one task to coordinate.")
         now = self._clock()
         with self._store.unit_of_work() as uow:
+            uow.lock_agent_slots()
             plan = make_plan(tasks, mode, max_parallel, self._planning_context(uow, now), batches)
             coord = self._new_coordination(
                 uow, tasks, plan, label, parent, task_timeout_s, traceparent, now
             )
-            lifecycle.settle(coord, now)
+            lifecycle.settle(coord, now, self._free_slots(uow, coord, now))
             launched = lifecycle.announce(coord, now)
             uow.add_coordination(coord)
         record = coordination_record(coord)
@@ -219,7 +220,7 @@ class DispatchService:
             recorded, task = lifecycle.apply_result(coord, result, now)
             if recorded and not late:  # a late result was already reported as timed_out
                 finished.append(task)
-            launched, skipped = lifecycle.settle(coord, now)
+            launched, skipped = lifecycle.settle(coord, now, self._free_slots(uow, coord, now))
             finished.extend(skipped)
             limit_change = self._adapt(uow, coord, before, now)
             uow.save(coord)
@@ -267,7 +268,7 @@ class DispatchService:
             was_running = coord.state == "running"
             before = lifecycle.terminal_batches(coord)
             finished = lifecycle.expire_timeouts(coord, now)
-            _, skipped = lifecycle.settle(coord, now)
+            _, skipped = lifecycle.settle(coord, now, self._free_slots(uow, coord, now))
             finished.extend(skipped)
             launched = lifecycle.announce(coord, now)
             limit_change = self._adapt(uow, coord, before, now)
@@ -343,6 +344,11 @@ class DispatchService:
                 memory_available_low=self._settings.memory_available_low,
             ),
         )
+
+    def _free_slots(self, uow: UnitOfWork, coord: CoordinationState, now: datetime) -> int:
+        """Agent slots the other open coordinations leave to this one."""
+        others = uow.in_flight(now, excluding=coord.coordination_id)
+        return self._settings.max_active_agents - others
 
     def _load(self, uow: UnitOfWork, coordination_id: str) -> CoordinationState:
         coord = uow.load(coordination_id)

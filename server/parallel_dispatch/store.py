@@ -168,14 +168,22 @@ class UnitOfWork:
 
     # -- capacity and history --------------------------------------------------------------
 
-    def in_flight(self, now: datetime) -> int:
-        """Running tasks across all coordinations whose deadline has not passed."""
-        count = self._session.exec(
+    def in_flight(self, now: datetime, *, excluding: str | None = None) -> int:
+        """Running tasks whose deadline has not passed, across all coordinations but
+        `excluding`."""
+        query = (
             select(func.count())
             .select_from(TaskRow)
             .where(TaskRow.status == "running", col(TaskRow.deadline_at) > now)
-        ).one()
-        return int(count)
+        )
+        if excluding is not None:
+            query = query.where(TaskRow.coordination_id != excluding)
+        return int(self._session.exec(query).one())
+
+    def lock_agent_slots(self) -> None:
+        """Serialise slot accounting between concurrent registrations (a row lock on
+        PostgreSQL; SQLite transactions are already serial)."""
+        self._session.get(LimiterRow, LIMITER_ROW_ID, with_for_update=True)
 
     def next_slot_free_in_s(self, now: datetime) -> float | None:
         """Seconds until the running task expected to finish first does (by its estimate)."""
