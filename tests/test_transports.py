@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -127,3 +129,29 @@ def test_binding_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> N
     )
     assert completed.returncode == 2
     assert "PARALLEL_DISPATCH_AUTH_TOKEN" in completed.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stdio_server_stops_on_ctrl_c_or_sigterm_while_waiting_for_input(
+    tmp_path: Path, signum: int
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "parallel_dispatch", "serve", "--log-level", "INFO"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=server_env(f"sqlite:///{tmp_path / 'sig.db'}"),
+    ) as process:
+        try:
+            assert process.stderr is not None
+            # wait (bounded) until it is serving, i.e. blocked reading stdin
+            deadline = time.monotonic() + 60
+            seen = b""
+            while b"serving MCP over stdio" not in seen:
+                assert time.monotonic() < deadline, seen
+                seen += process.stderr.readline()
+            process.send_signal(signum)
+            assert process.wait(timeout=15) == 128 + signum
+        finally:
+            if process.poll() is None:
+                process.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -104,11 +105,29 @@ def serve(use_http: bool, **flags: Any) -> None:
             _serve_http(settings, server, telemetry)
         else:
             logger.info("serving MCP over stdio (database %s)", settings.database_url)
+            _exit_on_signals(telemetry)
             server.run("stdio")
     except DispatchError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         telemetry.shutdown()
+
+
+def _exit_on_signals(telemetry: Telemetry) -> None:
+    """Make Ctrl-C and SIGTERM end a stdio server at once, after flushing telemetry.
+
+    The stdio transport blocks a thread on reading stdin, so a plain KeyboardInterrupt waits
+    for input that never comes. Every write is its own committed transaction, so exiting
+    between calls loses nothing.
+    """
+
+    def stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping", signum)
+        telemetry.shutdown()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _serve_http(settings: Settings, server: Any, telemetry: Telemetry) -> None:
