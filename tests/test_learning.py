@@ -190,3 +190,25 @@ async def test_a_coordination_with_nothing_running_may_always_start_one_task(
         starved = await call_ok(client, "register_coordination", tasks=[{"id": "p"}, {"id": "q"}])
         assert [item["task_id"] for item in starved["launch"]] == ["p"]
         assert starved["plan"]["width"] == 1
+
+
+async def test_when_no_slot_is_free_the_plan_says_when_one_is_expected_from_history(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'wait.db'}", host_pressure=False, max_active_agents=2
+    )
+    clock = FakeClock()
+    service = build_service(settings, clock=clock)
+    async with Client(build_server(settings, service)) as client:
+        history = [{"id": f"h{i}", "agent": "slow"} for i in range(2)]
+        await run_coordination(client, clock, history, {"h0": 300.0, "h1": 300.0})
+        await call_ok(
+            client,
+            "register_coordination",
+            tasks=[{"id": f"s{i}", "agent": "slow"} for i in range(2)],
+        )
+        clock.advance(100)
+        plan = await call_ok(client, "plan_batches", tasks=[{"id": "x"}, {"id": "y"}])
+    assert plan["width"] == 1
+    assert any("200 s" in note for note in plan["notes"]), plan["notes"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from parallel_dispatch.capacity import (
     HostReading,
@@ -38,12 +39,51 @@ __all__ = [
     "HostThresholds",
     "Observation",
     "PlanningContext",
+    "RunningTask",
     "decide_width",
     "make_plan",
+    "next_slot_free_in_s",
 ]
 
 #: How many of the newest observations `decide_width` scans to explain the adaptive limit.
 _RECENT_FOR_NOTES = 200
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """A task in flight somewhere, for predicting when a slot frees."""
+
+    agent: str
+    launched_at: datetime | None
+    estimate_s: float | None
+    deadline_at: datetime | None
+
+
+def next_slot_free_in_s(
+    running: Sequence[RunningTask], history: Sequence[Observation], now: datetime
+) -> float | None:
+    """Seconds until the running task expected to finish first does (None: nothing runs).
+
+    A task's expected end is its launch plus its `estimate_s`, else its agent type's
+    estimate from history, else its deadline.
+    """
+    if not running:
+        return None
+    estimates = estimate_durations(history, {t.agent for t in running}) if history else {}
+    best: float | None = None
+    for task in running:
+        seconds = task.estimate_s
+        if seconds is None and task.agent in estimates and estimates[task.agent].samples:
+            seconds = estimates[task.agent].seconds
+        if task.launched_at is not None and seconds is not None:
+            expected = (task.launched_at - now).total_seconds() + seconds
+        elif task.deadline_at is not None:
+            expected = (task.deadline_at - now).total_seconds()
+        else:
+            continue
+        expected = max(0.0, expected)
+        best = expected if best is None else min(best, expected)
+    return best
 
 
 @dataclass(frozen=True)

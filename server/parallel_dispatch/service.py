@@ -47,7 +47,12 @@ from parallel_dispatch.models import (
     ResultIn,
     TaskSpec,
 )
-from parallel_dispatch.planning import HostReading, PlanningContext, make_plan
+from parallel_dispatch.planning import (
+    HostReading,
+    PlanningContext,
+    make_plan,
+    next_slot_free_in_s,
+)
 from parallel_dispatch.settings import Settings
 from parallel_dispatch.store import Store, UnitOfWork
 
@@ -330,15 +335,17 @@ class DispatchService:
             except (OSError, RuntimeError) as exc:
                 logger.warning("cannot read host load, planning without it: %s", exc)
         adaptive_limit, adaptive_reason = uow.adaptive_limit_with_reason()
+        history = uow.observations(HISTORY_WINDOW)
+        running = uow.running_tasks(now)
         return PlanningContext(
             hard_cap=self._settings.max_parallel,
             max_active_agents=self._settings.max_active_agents,
-            in_flight=uow.in_flight(now),
+            in_flight=len(running),
             host=host,
             adaptive_limit=adaptive_limit,
             adaptive_reason=adaptive_reason,
-            history=uow.observations(HISTORY_WINDOW),
-            next_slot_free_in_s=uow.next_slot_free_in_s(now),
+            history=history,
+            next_slot_free_in_s=next_slot_free_in_s(running, history, now),
             thresholds=HostThresholds(
                 load_per_core_high=self._settings.load_per_core_high,
                 memory_available_low=self._settings.memory_available_low,

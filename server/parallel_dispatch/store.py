@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from parallel_dispatch.errors import StorageError
 from parallel_dispatch.lifecycle import CoordinationState, TaskState
 from parallel_dispatch.models import TERMINAL_STATUSES, CoordinationSummary, ParentRef
-from parallel_dispatch.planning import Observation
+from parallel_dispatch.planning import Observation, RunningTask
 from parallel_dispatch.tables import CoordinationRow, LimiterRow, TaskRow
 
 LIMITER_ROW_ID = 1
@@ -185,24 +185,20 @@ class UnitOfWork:
         PostgreSQL; SQLite transactions are already serial)."""
         self._session.get(LimiterRow, LIMITER_ROW_ID, with_for_update=True)
 
-    def next_slot_free_in_s(self, now: datetime) -> float | None:
-        """Seconds until the running task expected to finish first does (by its estimate)."""
-        rows = self._session.exec(
-            select(TaskRow.launched_at, TaskRow.estimate_s, TaskRow.deadline_at).where(
-                TaskRow.status == "running", col(TaskRow.deadline_at) > now
-            )
+    def running_tasks(self, now: datetime) -> list[RunningTask]:
+        """Every running task whose deadline has not passed, across all coordinations."""
+        rows = self._session.execute(
+            sa_select(
+                col(TaskRow.agent),
+                col(TaskRow.launched_at),
+                col(TaskRow.estimate_s),
+                col(TaskRow.deadline_at),
+            ).where(col(TaskRow.status) == "running", col(TaskRow.deadline_at) > now)
         ).all()
-        best: float | None = None
-        for launched_at, estimate_s, deadline_at in rows:
-            if launched_at is not None and estimate_s is not None:
-                expected = (launched_at - now).total_seconds() + estimate_s
-            elif deadline_at is not None:
-                expected = (deadline_at - now).total_seconds()
-            else:
-                continue
-            expected = max(0.0, expected)
-            best = expected if best is None else min(best, expected)
-        return best
+        return [
+            RunningTask(agent, launched, estimate, deadline)
+            for agent, launched, estimate, deadline in rows
+        ]
 
     def observations(self, limit: int = 2000) -> list[Observation]:
         """The most recent finished tasks that ran (newest first)."""
