@@ -96,19 +96,7 @@ class UnitOfWork:
             task_row = self._session.get(TaskRow, (coord.coordination_id, task.task_id))
             if task_row is None:
                 raise StorageError(f"task {task.task_id} vanished mid-call")
-            for name in (
-                "status",
-                "launched_at",
-                "announced_at",
-                "deadline_at",
-                "finished_at",
-                "duration_s",
-                "tokens",
-                "summary",
-                "output_json",
-                "error",
-                "reason",
-            ):
+            for name in _TASK_OUTCOME:
                 setattr(task_row, name, getattr(task, name))
             self._session.add(task_row)
             task.changed = False
@@ -247,90 +235,65 @@ def _parent(row: CoordinationRow) -> ParentRef | None:
     return ParentRef(coordination_id=row.parent_coordination_id, task_id=row.parent_task_id)
 
 
+#: Columns a task row shares, by name, with `TaskState`; the first ones change after insert.
+_TASK_OUTCOME = (
+    "status",
+    "launched_at",
+    "announced_at",
+    "deadline_at",
+    "finished_at",
+    "duration_s",
+    "tokens",
+    "summary",
+    "output_json",
+    "error",
+    "reason",
+)
+_TASK_FIXED = (
+    "task_id",
+    "agent",
+    "batch_index",
+    "dispatch_rank",
+    "span_id",
+    "prompt",
+    "estimate_s",
+)
+#: Columns a coordination row shares, by name, with `CoordinationState` (besides its id).
+_COORDINATION_FIELDS = (
+    "label",
+    "mode",
+    "state",
+    "width",
+    "task_timeout_s",
+    "plan_json",
+    "parent_coordination_id",
+    "parent_task_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "link_traceparent",
+    "created_at",
+    "finished_at",
+)
+
+
 def _coordination_row(coord: CoordinationState) -> CoordinationRow:
-    return CoordinationRow(
-        id=coord.coordination_id,
-        label=coord.label,
-        mode=coord.mode,
-        state=coord.state,
-        width=coord.width,
-        task_timeout_s=coord.task_timeout_s,
-        plan_json=coord.plan_json,
-        parent_coordination_id=coord.parent_coordination_id,
-        parent_task_id=coord.parent_task_id,
-        trace_id=coord.trace_id,
-        span_id=coord.span_id,
-        parent_span_id=coord.parent_span_id,
-        link_traceparent=coord.link_traceparent,
-        created_at=coord.created_at,
-        finished_at=coord.finished_at,
-    )
+    fields = {name: getattr(coord, name) for name in _COORDINATION_FIELDS}
+    return CoordinationRow(id=coord.coordination_id, **fields)
 
 
 def _coordination_state(row: CoordinationRow) -> CoordinationState:
-    return CoordinationState(
-        coordination_id=row.id,
-        mode=row.mode,
-        width=row.width,
-        task_timeout_s=row.task_timeout_s,
-        created_at=row.created_at,
-        trace_id=row.trace_id,
-        span_id=row.span_id,
-        plan_json=row.plan_json,
-        label=row.label,
-        parent_coordination_id=row.parent_coordination_id,
-        parent_task_id=row.parent_task_id,
-        parent_span_id=row.parent_span_id,
-        link_traceparent=row.link_traceparent,
-        state=row.state,
-        finished_at=row.finished_at,
-    )
+    fields = {name: getattr(row, name) for name in _COORDINATION_FIELDS}
+    return CoordinationState(coordination_id=row.id, **fields)
 
 
 def _task_row(coordination_id: str, task: TaskState) -> TaskRow:
+    fields = {name: getattr(task, name) for name in (*_TASK_FIXED, *_TASK_OUTCOME)}
     return TaskRow(
-        coordination_id=coordination_id,
-        task_id=task.task_id,
-        agent=task.agent,
-        depends_on_json=json.dumps(task.depends_on),
-        batch_index=task.batch_index,
-        dispatch_rank=task.dispatch_rank,
-        span_id=task.span_id,
-        prompt=task.prompt,
-        estimate_s=task.estimate_s,
-        status=task.status,
-        launched_at=task.launched_at,
-        announced_at=task.announced_at,
-        deadline_at=task.deadline_at,
-        finished_at=task.finished_at,
-        duration_s=task.duration_s,
-        tokens=task.tokens,
-        summary=task.summary,
-        output_json=task.output_json,
-        error=task.error,
-        reason=task.reason,
+        coordination_id=coordination_id, depends_on_json=json.dumps(task.depends_on), **fields
     )
 
 
 def _task_state(row: TaskRow) -> TaskState:
-    return TaskState(
-        task_id=row.task_id,
-        agent=row.agent,
-        depends_on=list(json.loads(row.depends_on_json)),
-        batch_index=row.batch_index,
-        dispatch_rank=row.dispatch_rank,
-        span_id=row.span_id,
-        prompt=row.prompt,
-        estimate_s=row.estimate_s,
-        status=row.status,
-        launched_at=row.launched_at,
-        announced_at=row.announced_at,
-        deadline_at=row.deadline_at,
-        finished_at=row.finished_at,
-        duration_s=row.duration_s,
-        tokens=row.tokens,
-        summary=row.summary,
-        output_json=row.output_json,
-        error=row.error,
-        reason=row.reason,
-    )
+    fields = {name: getattr(row, name) for name in (*_TASK_FIXED, *_TASK_OUTCOME)}
+    return TaskState(depends_on=list(json.loads(row.depends_on_json)), **fields)
