@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from mcp import Client
+
 from parallel_dispatch.events import CoordinationRecord, NullObserver, TaskRecord
 from parallel_dispatch.models import ParentRef, ResultIn, TaskSpec
-from parallel_dispatch.server import build_service
+from parallel_dispatch.server import build_server, build_service
 from parallel_dispatch.settings import Settings
 from tests.conftest import FakeClock
 
@@ -82,3 +85,25 @@ def test_a_nested_coordination_joins_its_parent_tasks_trace(tmp_path: Path) -> N
     assert inner_record.parent_span_id is not None
     assert inner_record.parent_span_id != outer_record.span_id
     assert inner_record.link_traceparent is not None
+
+
+@pytest.mark.anyio
+async def test_a_traceparent_in_the_request_meta_becomes_the_workflow_link(
+    tmp_path: Path,
+) -> None:
+    observer = RecordingObserver()
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", host_pressure=False)
+    service = build_service(settings, observer=observer)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with Client(build_server(settings, service)) as client:
+        result = await client.call_tool(
+            "register_coordination",
+            {"tasks": [{"id": "a"}]},
+            meta={"traceparent": traceparent},
+        )
+        assert not result.is_error
+        plain = await client.call_tool("register_coordination", {"tasks": [{"id": "a"}]})
+        assert not plain.is_error
+    linked, unlinked = observer.registered
+    assert linked.link_traceparent == traceparent
+    assert unlinked.link_traceparent is None
