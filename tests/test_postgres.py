@@ -34,6 +34,7 @@ from parallel_dispatch.server import build_server
 from parallel_dispatch.service import DispatchService
 from parallel_dispatch.settings import Settings
 from parallel_dispatch.store import Store
+from tests.support.concurrency import race_registrations
 
 POSTGRES_URL_VARIABLE = "PARALLEL_DISPATCH_TEST_POSTGRES_URL"
 POSTGRES_URL = os.environ.get(POSTGRES_URL_VARIABLE)
@@ -257,3 +258,15 @@ async def test_two_processes_recording_results_at_once_lose_nothing(
     assert set(by_id) == set(task_ids)
     assert all(r["status"] == "succeeded" for r in by_id.values())
     assert all(r["summary"].startswith(r["task_id"] + " by ") for r in by_id.values())
+
+
+def test_racing_registrations_on_postgres_never_launch_more_than_the_shared_slots(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url)
+    upgrade_database(engine)
+    engine.dispose()
+    results = race_registrations(postgres_url, racers=3, tasks=6, max_active_agents=10)
+    launched = sorted(count for _, count, _ in results)
+    assert sum(launched) <= 10, results
+    assert launched[-1] == 6 and launched[0] >= 1, results

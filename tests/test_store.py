@@ -29,6 +29,7 @@ from parallel_dispatch.models import ResultIn, TaskSpec
 from parallel_dispatch.server import build_service
 from parallel_dispatch.service import DispatchService
 from parallel_dispatch.settings import Settings
+from tests.support.concurrency import race_registrations
 from tests.support.processes import server_env
 
 TASKS = 120
@@ -206,3 +207,13 @@ def test_the_default_database_lives_in_the_xdg_state_directory(tmp_path: Path) -
     )
     assert completed.returncode == 0, completed.stderr
     assert (tmp_path / "state" / "parallel-dispatch" / "parallel-dispatch.db").exists()
+
+
+def test_racing_registrations_never_launch_more_than_the_shared_slots(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    engine.dispose()
+    results = race_registrations(database_url, racers=3, tasks=6, max_active_agents=10)
+    launched = sorted(count for _, count, _ in results)
+    assert sum(launched) <= 10, results  # unserialised, two racers would both see 10 free
+    assert launched[-1] == 6 and launched[0] >= 1, results
