@@ -115,6 +115,7 @@ def drive_every_hook(observer: Any) -> None:
             **coordination.__dict__,
             "state": "completed_with_failures",
             "finished_at": start + timedelta(seconds=12),
+            "estimated_makespan_s": 30.0,
         }
     )
     observer.coordination_finished(done, tasks)

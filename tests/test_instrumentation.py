@@ -29,6 +29,7 @@ from parallel_dispatch.instrumentation import (
     METRIC_FREE_AGENT_SLOTS,
     METRIC_MCP_SERVER_OPERATION_DURATION,
     METRIC_NAMES,
+    METRIC_PLAN_ACCURACY,
     METRIC_PLAN_ESTIMATED_MAKESPAN,
     METRIC_PLAN_LOWER_BOUND,
     METRIC_TASK_DURATION,
@@ -272,7 +273,7 @@ def test_metrics_arrive_with_units_and_no_ids_as_attributes(receiver: OtlpReceiv
     observer.coordination_registered(coord, tasks)
     for task in tasks:
         observer.task_finished(coord, task)
-    observer.coordination_finished(finish(coord, tasks), tasks)
+    observer.coordination_finished(replace(finish(coord, tasks), estimated_makespan_s=28.0), tasks)
     observer.adaptive_limit_changed(8, "two timeouts in a row")
     observer.tool_called("record_result", 0.004, None)
     observer.tool_called("record_result", 0.002, "UnknownTaskError")
@@ -298,6 +299,9 @@ def test_metrics_arrive_with_units_and_no_ids_as_attributes(receiver: OtlpReceiv
     assert receiver.latest(METRIC_PLAN_LOWER_BOUND).sum == 30.0  # type: ignore[union-attr]
     makespan = receiver.latest(METRIC_COORDINATION_MAKESPAN)
     assert makespan is not None and makespan.sum == pytest.approx(56.000346, abs=1e-5)
+    accuracy = receiver.latest(METRIC_PLAN_ACCURACY)
+    assert accuracy is not None and accuracy.unit == "1"
+    assert accuracy.sum == pytest.approx(56.000346 / 28.0, abs=1e-5)  # actual / estimated
     assert receiver.latest(METRIC_COORDINATIONS_STARTED).value == 1  # type: ignore[union-attr]
     finished = receiver.latest(METRIC_COORDINATIONS_FINISHED)
     assert finished is not None

@@ -107,3 +107,20 @@ async def test_a_traceparent_in_the_request_meta_becomes_the_workflow_link(
     linked, unlinked = observer.registered
     assert linked.link_traceparent == traceparent
     assert unlinked.link_traceparent is None
+
+
+def test_the_finished_record_carries_the_plans_estimate_for_plan_accuracy(
+    tmp_path: Path,
+) -> None:
+    observer = RecordingObserver()
+    service = build_service(
+        Settings(database_url=f"sqlite:///{tmp_path / 'acc.db'}", host_pressure=False),
+        observer=observer,
+    )
+    reg = service.register_coordination([TaskSpec(id="a", estimate_s=40.0)])
+    assert reg.plan.estimated_makespan_s == 40.0
+    service.record_result(
+        ResultIn(coordination_id=reg.coordination_id, task_id="a", status="succeeded", summary="")
+    )
+    ((record, _),) = observer.finished
+    assert record.estimated_makespan_s == 40.0

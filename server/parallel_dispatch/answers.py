@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from parallel_dispatch.events import CoordinationRecord, TaskRecord
 from parallel_dispatch.lifecycle import CoordinationState, TaskState
-from parallel_dispatch.models import LaunchItem, TaskResult, TaskView
+from parallel_dispatch.models import LaunchItem, Plan, TaskResult, TaskView
 
 
 def launch_items(tasks: Sequence[TaskState]) -> list[LaunchItem]:
@@ -96,6 +96,11 @@ def coordination_record(coord: CoordinationState) -> CoordinationRecord:
         finished_at=coord.finished_at,
         total=len(coord.tasks),
         width=coord.width,
+        estimated_makespan_s=(
+            None
+            if coord.state == "running"
+            else Plan.model_validate_json(coord.plan_json).estimated_makespan_s
+        ),
     )
 
 

@@ -36,7 +36,8 @@ class CoordinationRecord:
     `trace_id` (32 hex) and `span_id` (16 hex) are the ids of its `invoke_workflow` span;
     `parent_span_id` is the parent task's span (nested coordinations share the parent's trace)
     or the caller's span from a `traceparent` in the request's `_meta`, else None.
-    `link_traceparent` is that incoming W3C traceparent, if any.
+    `link_traceparent` is that incoming W3C traceparent, if any. `estimated_makespan_s` is
+    the plan's prediction, filled in once the coordination has finished (for plan accuracy).
     """
 
     coordination_id: str
@@ -51,6 +52,7 @@ class CoordinationRecord:
     finished_at: datetime | None
     total: int
     width: int
+    estimated_makespan_s: float | None = None
 
 
 @dataclass(frozen=True)

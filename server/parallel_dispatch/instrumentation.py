@@ -89,6 +89,7 @@ METRIC_BATCH_WIDTH: Final = "parallel_dispatch.batch.width"
 METRIC_PLAN_ESTIMATED_MAKESPAN: Final = "parallel_dispatch.plan.estimated_makespan"
 METRIC_PLAN_LOWER_BOUND: Final = "parallel_dispatch.plan.lower_bound"
 METRIC_COORDINATION_MAKESPAN: Final = "parallel_dispatch.coordination.makespan"
+METRIC_PLAN_ACCURACY: Final = "parallel_dispatch.plan.accuracy"
 METRIC_COORDINATIONS_STARTED: Final = "parallel_dispatch.coordination.started"
 METRIC_COORDINATIONS_FINISHED: Final = "parallel_dispatch.coordination.finished"
 METRIC_MCP_SERVER_OPERATION_DURATION: Final = "mcp.server.operation.duration"
@@ -105,6 +106,7 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
     METRIC_PLAN_ESTIMATED_MAKESPAN,
     METRIC_PLAN_LOWER_BOUND,
     METRIC_COORDINATION_MAKESPAN,
+    METRIC_PLAN_ACCURACY,
     METRIC_COORDINATIONS_STARTED,
     METRIC_COORDINATIONS_FINISHED,
     METRIC_MCP_SERVER_OPERATION_DURATION,
@@ -115,6 +117,7 @@ METRIC_NAMES: Final[tuple[str, ...]] = (
 _TASK_SECONDS_BUCKETS: Final = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
 _TOOL_SECONDS_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _WIDTH_BUCKETS: Final = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 32)
+_RATIO_BUCKETS: Final = (0.25, 0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10)
 
 _FAILED_STATUSES: Final = frozenset({"failed", "timed_out"})
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -237,6 +240,12 @@ class OtelObserver:
             description="Actual wall time of a coordination, registration to last result.",
             explicit_bucket_boundaries_advisory=_TASK_SECONDS_BUCKETS,
         )
+        self._plan_accuracy = meter.create_histogram(
+            METRIC_PLAN_ACCURACY,
+            unit="1",
+            description="A finished coordination's actual makespan over its plan's estimate.",
+            explicit_bucket_boundaries_advisory=_RATIO_BUCKETS,
+        )
         self._coordinations_started = meter.create_counter(
             METRIC_COORDINATIONS_STARTED, unit="{coordination}", description="Fan-outs registered."
         )
@@ -329,6 +338,9 @@ class OtelObserver:
         }
         self._coordinations_finished.add(1, attributes)
         self._coordination_makespan.record((end_ns - start_ns) / 1e9, attributes)
+        estimated = coordination.estimated_makespan_s
+        if estimated is not None and estimated > 0:
+            self._plan_accuracy.record((end_ns - start_ns) / 1e9 / estimated, attributes)
 
     @_never_raises
     def adaptive_limit_changed(self, limit: int, reason: str) -> None:
