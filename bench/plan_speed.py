@@ -18,6 +18,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 
 from parallel_dispatch.models import TaskSpec
 from parallel_dispatch.planning import PlanningContext, make_plan
@@ -103,7 +104,7 @@ def main() -> int:
     for n in (10, 100, 1_000, 10_000):
         tasks = workload(rng, n)
         repeats = max(3, args.repeats // (10 if n >= 10_000 else 1))
-        naive = statistics.median(timings(lambda t=tasks: naive_levels(t), repeats))
+        naive = statistics.median(timings(partial(naive_levels, tasks), repeats))
         for mode in ("waves", "stream"):
 
             def plan(t: list[TaskSpec] = tasks, m: str = mode) -> object:

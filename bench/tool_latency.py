@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from parallel_dispatch.models import ResultIn, TaskSpec
+from parallel_dispatch.models import Mode, ResultIn, TaskSpec
 from parallel_dispatch.server import build_server, build_service
 from parallel_dispatch.service import DispatchService
 from parallel_dispatch.settings import Settings
@@ -121,11 +121,12 @@ async def measure(rounds: int, history: int) -> list[tuple[str, list[float]]]:
             rows.append(("register_coordination, 10 tasks", await timed(rounds // 10, register10)))
             rows.append(("record_result", await timed(len(registered) * 10, record)))
             rows.append(("get_coordination, 10 tasks", await timed(len(registered), get)))
-        for mode in ("waves", "stream"):
+        modes: tuple[Mode, ...] = ("waves", "stream")
+        for mode in modes:
             samples = []
             for _ in range(max(10, rounds // 20)):
                 started = time.perf_counter()
-                service.plan_batches(thousand, None, mode)  # type: ignore[arg-type]
+                service.plan_batches(thousand, None, mode)
                 samples.append(time.perf_counter() - started)
             rows.append((f"service plan, 1,000-task DAG, {mode}", samples))
     return rows

@@ -66,8 +66,9 @@ async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]
     """Call a tool and return its structured content, failing the test on a tool error."""
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:

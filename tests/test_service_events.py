@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp.types import RequestParamsMeta
 
 from parallel_dispatch.events import CoordinationRecord, NullObserver, TaskRecord
 from parallel_dispatch.models import ParentRef, ResultIn, TaskSpec
@@ -99,7 +100,7 @@ async def test_a_traceparent_in_the_request_meta_becomes_the_workflow_link(
         result = await client.call_tool(
             "register_coordination",
             {"tasks": [{"id": "a"}]},
-            meta={"traceparent": traceparent},
+            meta=RequestParamsMeta(traceparent=traceparent),  # type: ignore[typeddict-unknown-key]  # extra keys are allowed at run time
         )
         assert not result.is_error
         plain = await client.call_tool("register_coordination", {"tasks": [{"id": "a"}]})

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -23,7 +24,7 @@ from tests.support.processes import http_server, server_env
 pytestmark = pytest.mark.anyio
 
 
-async def run_twelve_task_fan_out(client: Client) -> dict[str, object]:
+async def run_twelve_task_fan_out(client: Client) -> dict[str, Any]:
     """register 12 -> two batches of 6 -> all results -> the synthesis payload."""
     tasks = [{"id": f"t{i}", "prompt": f"part {i}"} for i in range(12)]
     reg = await call_ok(client, "register_coordination", tasks=tasks, label="twelve")
@@ -31,7 +32,7 @@ async def run_twelve_task_fan_out(client: Client) -> dict[str, object]:
     assert [len(b["task_ids"]) for b in reg["plan"]["batches"]] == [6, 6]
     launched = [item["task_id"] for item in reg["launch"]]
     batches = [launched]
-    progress: dict[str, object] = {}
+    progress: dict[str, Any] = {}
     while launched:
         next_launch: list[str] = []
         for task_id in launched:
@@ -43,7 +44,7 @@ async def run_twelve_task_fan_out(client: Client) -> dict[str, object]:
                 status="succeeded",
                 summary=f"summary of {task_id}",
             )
-            next_launch += [item["task_id"] for item in progress["launch"]]  # type: ignore[union-attr]
+            next_launch += [item["task_id"] for item in progress["launch"]]
         launched = next_launch
         if launched:
             batches.append(launched)
