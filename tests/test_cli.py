@@ -53,3 +53,10 @@ def test_bad_settings_are_refused_before_serving(
     assert result.exit_code == 2
     assert expected in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_every_setting_is_also_a_serve_flag() -> None:
+    serve = main.commands["serve"]
+    flags = {opt.lstrip("-").replace("-", "_") for p in serve.params for opt in p.opts}
+    missing = set(Settings.model_fields) - flags
+    assert missing == set()

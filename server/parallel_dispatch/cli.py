@@ -67,7 +67,16 @@ def main() -> None:
 @click.option("--max-parallel", type=int, default=None, help="Hard cap on width [10].")
 @click.option("--max-active-agents", type=int, default=None, help="Shared agent slots [20].")
 @click.option("--task-timeout-s", type=float, default=None, help="Lost-task timeout [1800].")
-@click.option("--host-pressure", type=click.Choice(["on", "off"]), default=None)
+@click.option(
+    "--host-pressure",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Let host load and memory shrink width [on].",
+)
+@click.option("--load-per-core-high", type=float, default=None, help="Busy load per core [1.5].")
+@click.option(
+    "--memory-available-low", type=float, default=None, help="Scarce memory fraction [0.10]."
+)
 @click.option("--max-tasks", type=int, default=None, help="Most tasks in one call [1000].")
 @click.option("--auth-token", default=None, help="Bearer token for HTTP.")
 @click.option(
