@@ -77,16 +77,6 @@ class CoordinationState:
         return sorted(self.tasks.values(), key=lambda t: (t.batch_index, t.dispatch_rank))
 
 
-@dataclass(frozen=True)
-class Transition:
-    """What one touch changed: tasks launched, tasks that became terminal, batches finished."""
-
-    launched: list[TaskState]
-    finished: list[TaskState]
-    batches_finished: list[int]
-    coordination_finished: bool
-
-
 def output_to_json(output: Any) -> str | None:
     return None if output is None else json.dumps(output, sort_keys=True, separators=(",", ":"))
 
