@@ -14,13 +14,11 @@ timestamps of the requests Claude Code made.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,9 @@ from mcp import Client, StdioServerParameters
 
 from tests.support.claude_cli import (
     claude_executable_or_skip,
-    isolated_env,
     mcp_server_log,
-    run_claude,
+    run_print_mode,
+    stream_events,
 )
 from tests.support.fake_anthropic import (
     FakeAnthropic,
@@ -290,14 +288,6 @@ def _only(items: list[dict[str, Any]]) -> dict[str, Any]:
     return items[0]
 
 
-def _stream_events(stdout: str) -> Iterator[dict[str, Any]]:
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                yield event
-
-
 async def _read_back(database: Path, coordination_id: str) -> dict[str, Any]:
     """The coordination as a fresh server process reports it from the same database."""
     params = StdioServerParameters(
@@ -334,45 +324,25 @@ def run_fan_out(tmp_path: Path, script: FanOutScript) -> FanOutRun:
     """
     claude = claude_executable_or_skip()
     database = tmp_path / "dispatch.sqlite"
-    work = tmp_path / "project"
-    work.mkdir()
-    mcp_config = {
-        "mcpServers": {
-            SERVER: {
-                "command": server_command()[0],
-                "args": server_command()[1:],
-                "env": server_env(database),
-            }
-        }
-    }
-    with FakeAnthropic(script) as fake:
-        env = isolated_env(tmp_path / "sandbox", base_url=fake.base_url)
-        run = run_claude(
-            claude,
-            [
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--mcp-config",
-                json.dumps(mcp_config),
-                "--strict-mcp-config",
-                "--allowedTools",
-                f"mcp__{SERVER}",
-                "--",
-                f"Fan out {script.task_count} tasks with parallel-dispatch and report the results.",
-            ],
-            env=env,
-            cwd=work,
-            timeout_s=CLI_TIMEOUT_S,
-            log_dir=tmp_path / "logs",
-        )
+    run, fake, env = run_print_mode(
+        claude,
+        tmp_path,
+        script,
+        prompt=f"Fan out {script.task_count} tasks with parallel-dispatch and report the results.",
+        server=SERVER,
+        mcp_server={
+            "command": server_command()[0],
+            "args": server_command()[1:],
+            "env": server_env(database),
+        },
+        timeout_s=CLI_TIMEOUT_S,
+    )
     context = (
         f"{run.describe()}\n--- model requests ---\n{fake.describe()}\n"
         f"side requests: {script.side_requests}\n"
         f"--- Claude Code's log of the MCP server ---\n{mcp_server_log(env, SERVER)}"
     )
-    events = list(_stream_events(run.stdout))
+    events = list(stream_events(run.stdout))
     init = next((event for event in events if event.get("subtype") == "init"), None)
     assert init is not None, context
     assert {"name": SERVER, "status": "connected"}.items() <= _only(init["mcp_servers"]).items(), (

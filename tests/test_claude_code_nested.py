@@ -20,9 +20,7 @@ timestamps of the requests Claude Code made.
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,12 +32,11 @@ from mcp import Client, StdioServerParameters
 
 from tests.support.claude_cli import (
     claude_executable_or_skip,
-    isolated_env,
     mcp_server_log,
-    run_claude,
+    run_print_mode,
+    stream_events,
 )
 from tests.support.fake_anthropic import (
-    FakeAnthropic,
     ModelRequest,
     Reply,
     Text,
@@ -288,14 +285,6 @@ def _json_of(result: ToolResult) -> dict[str, Any]:
     return answer
 
 
-def _stream_events(stdout: str) -> Iterator[dict[str, Any]]:
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if isinstance(event, dict):
-                yield event
-
-
 async def _read_back(database: Path, outer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The outer coordination and its only child, as a fresh server process reports them."""
     params = StdioServerParameters(
@@ -331,40 +320,20 @@ def test_a_sub_agent_fans_out_again_through_claude_code_and_the_server_links_it(
 ) -> None:
     claude = claude_executable_or_skip()
     database = tmp_path / "dispatch.sqlite"
-    work = tmp_path / "project"
-    work.mkdir()
-    mcp_config = {
-        "mcpServers": {
-            SERVER: {
-                "command": server_command()[0],
-                "args": server_command()[1:],
-                "env": server_env(database),
-            }
-        }
-    }
     script = NestedScript()
-    with FakeAnthropic(script) as fake:
-        env = isolated_env(tmp_path / "sandbox", base_url=fake.base_url)
-        run = run_claude(
-            claude,
-            [
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--mcp-config",
-                json.dumps(mcp_config),
-                "--strict-mcp-config",
-                "--allowedTools",
-                f"mcp__{SERVER}",
-                "--",
-                ORCHESTRATOR_PROMPT,
-            ],
-            env=env,
-            cwd=work,
-            timeout_s=CLI_TIMEOUT_S,
-            log_dir=tmp_path / "logs",
-        )
+    run, fake, env = run_print_mode(
+        claude,
+        tmp_path,
+        script,
+        prompt=ORCHESTRATOR_PROMPT,
+        server=SERVER,
+        mcp_server={
+            "command": server_command()[0],
+            "args": server_command()[1:],
+            "env": server_env(database),
+        },
+        timeout_s=CLI_TIMEOUT_S,
+    )
     context = (
         f"{run.describe()}\n--- model requests ---\n{fake.describe()}\n"
         f"side requests: {script.side_requests}\n"
@@ -375,7 +344,7 @@ def test_a_sub_agent_fans_out_again_through_claude_code_and_the_server_links_it(
     assert run.returncode == 0, context
 
     # Claude Code's own account: the run ended successfully with the orchestrator's answer.
-    events = list(_stream_events(run.stdout))
+    events = list(stream_events(run.stdout))
     results = [event for event in events if event.get("type") == "result"]
     assert results, context
     final = results[-1]

@@ -19,12 +19,14 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.fake_anthropic import FakeAnthropic, Policy
 from tests.support.npm_tools import npm_bin
 
 CLAUDE_CODE_VERSION = "2.1.332"
@@ -216,3 +218,56 @@ def mcp_server_log(env: Mapping[str, str], server: str, tail: int = 6000) -> str
                     if level in entry:
                         lines.append(f"{entry.get('timestamp', '')} {level}: {entry[level]}")
     return "\n".join(lines)[-tail:]
+
+
+def stream_events(stdout: str) -> Iterator[dict[str, Any]]:
+    """The JSON events of a ``--output-format stream-json`` run, in order."""
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                yield event
+
+
+def run_print_mode(
+    claude: Path,
+    root: Path,
+    policy: Policy,
+    *,
+    prompt: str,
+    server: str,
+    mcp_server: Mapping[str, Any],
+    timeout_s: float,
+) -> tuple[CliRun, FakeAnthropic, dict[str, str]]:
+    """Run ``claude -p`` in stream-json mode against a scripted model, with one MCP server.
+
+    The server's tools are allowed (``--allowedTools mcp__<server>``, which also applies inside
+    sub-agents) and every other MCP configuration is ignored. Returns the run, the fake model
+    (its recorded requests) and the environment Claude Code ran in.
+    """
+    work = root / "project"
+    work.mkdir()
+    mcp_config = {"mcpServers": {server: dict(mcp_server)}}
+    with FakeAnthropic(policy) as fake:
+        env = isolated_env(root / "sandbox", base_url=fake.base_url)
+        run = run_claude(
+            claude,
+            [
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--mcp-config",
+                json.dumps(mcp_config),
+                "--strict-mcp-config",
+                "--allowedTools",
+                f"mcp__{server}",
+                "--",
+                prompt,
+            ],
+            env=env,
+            cwd=work,
+            timeout_s=timeout_s,
+            log_dir=root / "logs",
+        )
+    return run, fake, env
