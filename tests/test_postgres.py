@@ -22,19 +22,20 @@ import anyio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from mcp import Client
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from parallel_dispatch import tables  # noqa: F401  (registers the tables on the metadata)
-from parallel_dispatch.db import alembic_config, current_revision, make_engine, upgrade_database
+from parallel_dispatch.db import current_revision, head_revision, make_engine, upgrade_database
 from parallel_dispatch.server import build_server
 from parallel_dispatch.service import DispatchService
 from parallel_dispatch.settings import Settings
 from parallel_dispatch.store import Store
+from tests.conftest import call_ok
 from tests.support.concurrency import race_registrations
+from tests.support.fan_out import LABEL, run_twelve_task_fan_out
 
 POSTGRES_URL_VARIABLE = "PARALLEL_DISPATCH_TEST_POSTGRES_URL"
 POSTGRES_URL = os.environ.get(POSTGRES_URL_VARIABLE)
@@ -90,14 +91,6 @@ async def connected(settings: Settings) -> AsyncIterator[Client]:
         engine.dispose()
 
 
-async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
-
-
 def test_migrations_bring_an_empty_postgres_database_to_head_matching_the_models(
     postgres_url: str,
 ) -> None:
@@ -105,7 +98,7 @@ def test_migrations_bring_an_empty_postgres_database_to_head_matching_the_models
     try:
         assert current_revision(engine) is None
         upgrade_database(engine)
-        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        head = head_revision()
         assert current_revision(engine) == head
         with engine.connect() as connection:
             names = set(inspect(connection).get_table_names())
@@ -124,50 +117,21 @@ async def test_a_whole_fan_out_runs_on_postgres_through_the_mcp_client(
     postgres_url: str,
 ) -> None:
     settings = pg_settings(postgres_url)
-    tasks = [{"id": f"t{n:02d}", "prompt": f"part {n}"} for n in range(12)]
 
     async with connected(settings) as client:
-        registered = await call_ok(
-            client, "register_coordination", tasks=tasks, label="postgres fan-out"
-        )
-        coordination_id = registered["coordination_id"]
-        batches = [batch["task_ids"] for batch in registered["plan"]["batches"]]
-        assert [len(batch) for batch in batches] == [6, 6]
-        assert [entry["task_id"] for entry in registered["launch"]] == batches[0]
-
-        progress: dict[str, Any] = {}
-        for task_id in batches[0]:
-            progress = await call_ok(
-                client,
-                "record_result",
-                coordination_id=coordination_id,
-                task_id=task_id,
-                status="succeeded",
-                summary=f"{task_id} done",
-            )
-        assert progress["state"] == "running"
-        assert sorted(entry["task_id"] for entry in progress["launch"]) == sorted(batches[1])
-
-        for task_id in batches[1]:
-            progress = await call_ok(
-                client,
-                "record_result",
-                coordination_id=coordination_id,
-                task_id=task_id,
-                status="succeeded",
-                summary=f"{task_id} done",
-            )
+        progress = await run_twelve_task_fan_out(client)
+        coordination_id = progress["coordination_id"]
         assert progress["state"] == "completed"
         assert progress["done"] == progress["total"] == 12
         assert {r["task_id"]: r["summary"] for r in progress["results"]} == {
-            t["id"]: f"{t['id']} done" for t in tasks
+            f"t{n}": f"summary of t{n}" for n in range(12)
         }
 
     # A second server on the same database (another machine sharing it) sees the outcome.
     async with connected(settings) as other:
         snapshot = await call_ok(other, "get_coordination", coordination_id=coordination_id)
         assert snapshot["state"] == "completed"
-        assert snapshot["label"] == "postgres fan-out"
+        assert snapshot["label"] == LABEL
         assert len(snapshot["results"]) == 12
 
 

@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
@@ -18,38 +17,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import call_ok
+from tests.support.fan_out import run_twelve_task_fan_out
 from tests.support.processes import http_server, server_env
 
 pytestmark = pytest.mark.anyio
-
-
-async def run_twelve_task_fan_out(client: Client) -> dict[str, Any]:
-    """register 12 -> two batches of 6 -> all results -> the synthesis payload."""
-    tasks = [{"id": f"t{i}", "prompt": f"part {i}"} for i in range(12)]
-    reg = await call_ok(client, "register_coordination", tasks=tasks, label="twelve")
-    cid = reg["coordination_id"]
-    assert [len(b["task_ids"]) for b in reg["plan"]["batches"]] == [6, 6]
-    launched = [item["task_id"] for item in reg["launch"]]
-    batches = [launched]
-    progress: dict[str, Any] = {}
-    while launched:
-        next_launch: list[str] = []
-        for task_id in launched:
-            progress = await call_ok(
-                client,
-                "record_result",
-                coordination_id=cid,
-                task_id=task_id,
-                status="succeeded",
-                summary=f"summary of {task_id}",
-            )
-            next_launch += [item["task_id"] for item in progress["launch"]]
-        launched = next_launch
-        if launched:
-            batches.append(launched)
-    assert [len(b) for b in batches] == [6, 6]
-    return progress
 
 
 async def test_stdio_subprocess_runs_a_whole_fan_out(tmp_path: Path) -> None:
