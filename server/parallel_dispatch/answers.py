@@ -25,7 +25,7 @@ def results(coord: CoordinationState) -> list[TaskResult]:
             status=t.status,
             summary=t.summary,
             duration_s=t.duration_s,
-            error=t.error or t.reason if t.status != "succeeded" else None,
+            error=(t.error or t.reason) if t.status != "succeeded" else None,
         )
         for t in coord.ordered()
     ]

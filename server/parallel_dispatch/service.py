@@ -403,10 +403,13 @@ class DispatchService:
         *,
         was_running: bool,
     ) -> None:
+        if limit_change is not None:
+            self.observer.adaptive_limit_changed(*limit_change)
+        closed = was_running and coord.state != "running"
+        if not finished and not closed:
+            return  # nothing new: a retry, a look at a settled coordination
         record = coordination_record(coord)
         for task in finished:
             self.observer.task_finished(record, task_record(task))
-        if limit_change is not None:
-            self.observer.adaptive_limit_changed(*limit_change)
-        if was_running and coord.state != "running":
+        if closed:
             self.observer.coordination_finished(record, [task_record(t) for t in coord.ordered()])
